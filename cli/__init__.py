@@ -1,0 +1,1 @@
+"""genorder's command line (Typer). Library code never prints; rich lives here."""

@@ -1,0 +1,25 @@
+"""Entry point of the `genorder` console script: imports every command module, then runs the app."""
+
+from __future__ import annotations
+
+import importlib
+
+from genorder_cli.app import app
+
+COMMAND_MODULES = []
+
+
+def _load_commands() -> None:
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"genorder_cli.{name}")
+
+
+_load_commands()
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

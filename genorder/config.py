@@ -1,0 +1,89 @@
+"""Pydantic configuration shared by every component.
+
+Each component (tokenizer, order, sampler, backbone, trainer, dataset) owns exactly one config class,
+a subclass of `ComponentConfig` (`extra="forbid"`, frozen). Configs are validated once, at the
+boundary (`build_config`), and then passed around whole; library code never reads the command line.
+
+TOML files hold a table per component::
+
+    [tokenizer]          # section names are free; the CLI knows which section feeds which component
+    name = "msvq-fmnist"
+    [order]
+    name = "next-scale"
+    [backbone]
+    depth = 8
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from genorder.errors import UserError
+
+C = TypeVar("C", bound=BaseModel)
+
+
+class ComponentConfig(BaseModel):
+    """Base class of every component config: unknown keys are errors, instances are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+
+
+def format_validation_error(err: ValidationError, prefix: str = "") -> str:
+    """One `field: message` line per problem, e.g. `backbone.depth: Input should be greater than 0`."""
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(root)"
+        lines.append(f"{prefix}{loc}: {e['msg']}")
+    return "\n".join(lines)
+
+
+def prune_none(d: dict[str, Any]) -> dict[str, Any]:
+    """Drop keys whose value is None, so unset CLI options never override component defaults."""
+    return {k: v for k, v in d.items() if v is not None}
+
+
+def build_config(cls: type[C], *layers: dict[str, Any] | None, section: str = "") -> C:
+    """Validate `cls` from dict layers merged left to right (TOML, then CLI overrides).
+
+    Raises `UserError` with `section.field: message` lines when a value is bad.
+    """
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        if layer:
+            merged.update(prune_none(layer))
+    try:
+        return cls.model_validate(merged)
+    except ValidationError as err:
+        raise UserError(format_validation_error(err, f"{section}." if section else "")) from None
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    """Read a TOML config file; a missing or malformed file is a `UserError`."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"config file not found: {p}")
+    try:
+        return tomllib.loads(p.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise UserError(f"{p}: invalid TOML: {err}") from None
+
+
+def parse_overrides(items: list[str] | None) -> dict[str, dict[str, Any]]:
+    """Parse CLI `--set section.key=value` overrides; values are parsed as TOML scalars/arrays."""
+    out: dict[str, dict[str, Any]] = {}
+    for item in items or []:
+        if "=" not in item or "." not in item.split("=", 1)[0]:
+            raise UserError(f"--set expects section.key=value, got {item!r}")
+        key, raw = item.split("=", 1)
+        section, field = key.split(".", 1)
+        try:
+            value = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw  # a bare word such as a name
+        out.setdefault(section, {})[field] = value
+    return out
