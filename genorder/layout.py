@@ -46,7 +46,7 @@ class TokenLayout:
 
     def levels(self) -> torch.Tensor:
         """(L,) int64: the scale index of each position."""
-        return torch.cat([torch.full((n,), k, dtype=torch.long) for k, n in enumerate(self.lengths)])
+        return torch.cat([torch.full((n,), k, dtype=torch.long, device="cpu") for k, n in enumerate(self.lengths)])
 
     def split(self, flat_BL: torch.Tensor) -> list[torch.Tensor]:
         """(B, L, ...) -> list of (B, p_k*p_k, ...)."""
@@ -61,7 +61,7 @@ class TokenLayout:
 # One representation covers all three orders, the training mask and the KV-cached inference alike.
 def causal_groups(n: int) -> torch.Tensor:
     """Token-causal: every position is its own group (raster)."""
-    return torch.arange(n)
+    return torch.arange(n, device="cpu")
 
 
 def block_causal_groups(layout: TokenLayout) -> torch.Tensor:
@@ -71,7 +71,7 @@ def block_causal_groups(layout: TokenLayout) -> torch.Tensor:
 
 def bidirectional_groups(n: int) -> torch.Tensor:
     """Everyone sees everyone (MaskGIT)."""
-    return torch.zeros(n, dtype=torch.long)
+    return torch.zeros(n, dtype=torch.long, device="cpu")
 
 
 def mask_from_groups(groups_q: torch.Tensor, groups_k: torch.Tensor) -> torch.Tensor:

@@ -42,6 +42,7 @@ IGNORE = -100  # target value of positions that carry no loss
 class TrainBatch:
     inputs: Any  # what the order's stem takes: a tensor or a dict of tensors, batch first
     targets: torch.Tensor  # (B, S) int64 token ids, IGNORE where no loss is taken
+    levels: torch.Tensor | None = None  # (S,) scale index of each target position (-1: none), for per-scale metrics
 
 
 class Stem(nn.Module, ABC):

@@ -1,0 +1,146 @@
+"""Checkpoints as safetensors + JSON: nothing is ever unpickled, every write is atomic.
+
+A checkpoint is a pair of files sharing a stem, e.g. `runs/x/model.safetensors` (the tensors) and
+`runs/x/model.json` (the metadata: configs, step counts, versions)::
+
+    save_checkpoint("runs/x/model", model.state_dict(), {"step": 1000, "order": {...}})
+    state, meta = load_checkpoint("runs/x/model")          # or ".../model.safetensors"
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from genorder.errors import UserError
+
+FORMAT = "genorder-checkpoint/1"
+SUFFIXES = (".safetensors", ".json")
+
+
+def checkpoint_paths(path: str | Path) -> tuple[Path, Path]:
+    """Stem, `.safetensors` or `.json` path -> (tensor file, metadata file)."""
+    p = Path(path)
+    if p.suffix in SUFFIXES:
+        p = p.with_suffix("")
+    return p.with_name(p.name + ".safetensors"), p.with_name(p.name + ".json")
+
+
+def _file_mode() -> int:
+    """0o666 minus the process umask: the mode a plain `open(path, "w")` would give."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def atomic_write(target: Path, write: Callable[[Path], None]) -> None:
+    """Run `write(tmp)` on a temp file next to `target`, fsync it, then os.replace onto `target`.
+
+    Readers see the old file or the new one, never a partial one; the temp file never outlives a
+    failure."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.chmod(tmp, _file_mode())
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _storage_key(t: torch.Tensor) -> tuple[str, int]:
+    return (str(t.device), t.untyped_storage().data_ptr())
+
+
+def prepare_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Detached, contiguous CPU tensors, each owning its whole storage (tied weights are cloned)."""
+    seen: set[tuple[str, int]] = set()
+    out: dict[str, torch.Tensor] = {}
+    for name, tensor in state.items():
+        if not isinstance(tensor, torch.Tensor):
+            raise TypeError(f"checkpoint state {name!r} is a {type(tensor).__name__}, not a Tensor")
+        t = tensor.detach().to("cpu").contiguous()
+        key = _storage_key(t)
+        partial = t.untyped_storage().nbytes() != t.nbytes
+        if key in seen or partial:
+            t = t.clone()
+            key = _storage_key(t)
+        seen.add(key)
+        out[name] = t
+    return out
+
+
+def _json_default(obj: Any) -> Any:
+    """JSON fallback for values configs commonly hold (paths, pydantic models, sets)."""
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "model_dump"):
+        return obj.model_dump(mode="json")
+    if isinstance(obj, (set, frozenset)):
+        return sorted(obj)
+    raise TypeError(f"checkpoint metadata value of type {type(obj).__name__} is not JSON-serialisable")
+
+
+def _versions() -> dict[str, str]:
+    import genorder
+
+    return {"genorder": genorder.__version__, "torch": torch.__version__, "python": platform.python_version()}
+
+
+def save_checkpoint(path: str | Path, state: dict[str, torch.Tensor], meta: dict[str, Any]) -> Path:
+    """Write `<stem>.safetensors` and `<stem>.json` atomically; returns the `.safetensors` path.
+
+    `meta` is stored with `format`, `versions` and `saved_at` added (they override same-named keys)."""
+    from safetensors.torch import save_file
+
+    tensor_path, meta_path = checkpoint_paths(path)
+    tensors = prepare_state(state)
+    full_meta = {**meta, "format": FORMAT, "versions": _versions(),
+                 "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}  # fmt: skip
+    text = json.dumps(full_meta, indent=2, sort_keys=True, default=_json_default) + "\n"
+    atomic_write(tensor_path, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
+    atomic_write(meta_path, lambda tmp: tmp.write_text(text))
+    return tensor_path
+
+
+def read_meta(path: str | Path) -> dict[str, Any]:
+    """The metadata dict of a checkpoint (stem or either file name)."""
+    _, meta_path = checkpoint_paths(path)
+    if not meta_path.is_file():
+        raise UserError(f"checkpoint metadata not found: {meta_path}")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise UserError(f"{meta_path} is not valid checkpoint metadata: {err}") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise UserError(f"{meta_path} is not a {FORMAT} metadata file")
+    return meta
+
+
+def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(state dict of CPU tensors, metadata) of a checkpoint (stem or either file name)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    tensor_path, _ = checkpoint_paths(path)
+    if not tensor_path.is_file():
+        raise UserError(f"checkpoint not found: {tensor_path}")
+    meta = read_meta(path)
+    try:
+        state = load_file(str(tensor_path), device="cpu")
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise UserError(f"{tensor_path} is corrupt or not a safetensors file: {err}") from None
+    return state, meta
