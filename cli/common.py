@@ -1,0 +1,69 @@
+"""Option plumbing shared by commands: config layering, tokenizers, samplers, run loading."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from genorder.config import build_config, load_toml, parse_overrides
+from genorder.errors import UserError
+from genorder.registry import registry
+from genorder.sampler import Sampler
+from genorder_cli.app import console, progress_bar
+
+TOKENIZER_CACHE = Path("runs/tokenizers")
+
+
+def layered(config: Path | None, overrides: list[str] | None) -> dict[str, dict[str, Any]]:
+    """TOML file sections, then `--set section.key=value` overrides on top."""
+    base = load_toml(config) if config else {}
+    for section, values in parse_overrides(overrides).items():
+        base.setdefault(section, {}).update(values)
+    return base
+
+
+def default_tokenizer_preset(kind: str) -> str:
+    return "msvq-fmnist" if kind == "multi-scale" else "vq-fmnist"
+
+
+def make_sampler(sections: dict, **cli: Any) -> Sampler:
+    opts = dict(sections.get("sampler", {}))
+    name = opts.pop("name", "standard")
+    cfg = build_config(registry("samplers").config_class(name), opts, cli, section="sampler")
+    return registry("samplers").get(name)(cfg)
+
+
+def resolve_tokenizer(spec: str | None, order, dataset_spec: str, dataset, device: torch.device, steps: int):
+    """A tokenizer checkpoint path, or a preset name (default: the order's kind) trained on the
+    dataset first when no cached one exists. Returns (tokenizer, checkpoint stem)."""
+    from genorder.runs import load_tokenizer
+
+    if spec and (Path(spec).exists() or Path(spec + ".safetensors").exists() or Path(spec).suffix in (".json", ".safetensors")):
+        tok, _ = load_tokenizer(spec, device)
+        return tok, Path(spec).with_suffix("") if Path(spec).suffix else Path(spec)
+    name = spec or default_tokenizer_preset(order.tokenizer_kind)
+    registry("tokenizers").get(name)  # clear error for an unknown preset
+    safe = dataset_spec.replace("/", "_").replace(":", "_")
+    stem = TOKENIZER_CACHE / f"{name}-{safe}" / "tokenizer"
+    if stem.with_suffix(".safetensors").exists():
+        console.print(f"using the cached tokenizer [bold]{stem}[/bold]")
+        tok, _ = load_tokenizer(stem, device)
+        return tok, stem
+    console.print(
+        f"no tokenizer given: training [bold]{name}[/bold] on {dataset_spec} first ({steps} steps) -> {stem.parent}"
+    )
+    from genorder_cli.cmd_tokenizer import train_tokenizer_run
+
+    train_tokenizer_run(name, dataset, stem.parent, {"steps": steps}, device=str(device))
+    tok, _ = load_tokenizer(stem, device)
+    return tok, stem
+
+
+def generate_with_bar(run, labels: torch.Tensor, sampler: Sampler, seed: int, batch_size: int, title: str) -> torch.Tensor:
+    from genorder.sampling import generate_images
+
+    with progress_bar(title) as update:
+        return generate_images(run, labels, sampler, seed=seed, batch_size=batch_size,
+                               progress=lambda d, t: update(d, t))

@@ -1,0 +1,32 @@
+"""Generate images from a run: labels -> order.generate -> tokenizer.decode, with progress."""
+
+from __future__ import annotations
+
+import torch
+
+from genorder.generation import make_generator
+from genorder.order import Progress
+from genorder.runs import Run
+from genorder.sampler import Sampler
+
+
+def generate_images(
+    run: Run,
+    labels: torch.Tensor,
+    sampler: Sampler,
+    seed: int | None = 0,
+    batch_size: int = 64,
+    progress: Progress | None = None,
+) -> torch.Tensor:
+    """(N,) labels -> (N, C, H, W) images in [-1, 1]. Deterministic for a given seed."""
+    device = next(run.model.parameters()).device
+    g = make_generator(seed, device)
+    out = []
+    n_batches = (len(labels) + batch_size - 1) // batch_size
+    for b in range(n_batches):
+        lab = labels[b * batch_size : (b + 1) * batch_size].to(device)
+        cb = (lambda i, t, _b=b: progress(_b * t + i, n_batches * t)) if progress else None
+        tokens = run.order.generate(run.model, run.tokenizer, lab, sampler, g, cb)
+        with torch.inference_mode():
+            out.append(run.tokenizer.decode(tokens).float().clamp(-1, 1).cpu())
+    return torch.cat(out)

@@ -1,0 +1,252 @@
+"""One order-agnostic trainer (VAR's recipe as the default, VAR_SPEC §3).
+
+Per step: a batch of images -> tokenizer tokens (no grad) -> `order.training_batch` -> label dropout
+to the null class (CFG) -> `model(inputs, labels)` -> uniform per-token cross-entropy over the
+targets -> AdamW step with grad clipping. The learning rate follows VAR's warmup + flat + linear
+decay, expressed as a function of the budget's progress so it works for any kind of budget.
+
+Determinism: the batch, the label dropout, the order's masking and drop-path at step s are all a
+function of (seed, s), so `resume` continues with exactly the losses an uninterrupted run has.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+
+from genorder.budget import Budget, BudgetTracker, Spent
+from genorder.checkpoint import load_checkpoint, save_checkpoint
+from genorder.config import ComponentConfig
+from genorder.flops import train_flops_per_sample
+from genorder.order import IGNORE, Order
+
+
+class TrainConfig(ComponentConfig):
+    batch_size: int = Field(64, ge=1)
+    base_lr: float = Field(1e-4, gt=0, description="peak lr per 256 images (VAR tblr); peak = base_lr·batch/256")
+    lr: float | None = Field(None, gt=0, description="explicit peak lr (overrides base_lr scaling)")
+    betas: tuple[float, float] = (0.9, 0.95)
+    weight_decay: float = Field(0.05, ge=0)
+    grad_clip: float = Field(2.0, gt=0)
+    warmup: float = Field(0.02, ge=0, lt=1, description="fraction of the budget spent warming up")
+    flat: float = Field(0.05, ge=0, lt=1, description="fraction after warmup held at the peak")
+    final_lr: float = Field(0.1, ge=0, le=1, description="lr at the end as a fraction of the peak (wpe)")
+    label_drop: float = Field(0.1, ge=0, le=1, description="probability a label becomes the null class")
+    budget: Budget = Field(default_factory=lambda: Budget(steps=1000))
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    seed: int = 0
+    device: str = "auto"
+    log_every: int = Field(20, ge=1)
+    checkpoint_every: int | None = Field(None, ge=1, description="steps between checkpoints (None: end only)")
+
+    def peak_lr(self) -> float:
+        return self.lr if self.lr is not None else self.base_lr * self.batch_size / 256
+
+
+def lr_at(cfg: TrainConfig, progress: float) -> float:
+    """VAR's `lin0` schedule on progress in [0, 1]: linear warmup from 0.5% of the peak, flat, then
+    linear decay to `final_lr`·peak."""
+    peak = cfg.peak_lr()
+    if cfg.warmup > 0 and progress < cfg.warmup:
+        return peak * (0.005 + 0.995 * progress / cfg.warmup)
+    pasd = (progress - cfg.warmup) / max(1e-12, 1 - cfg.warmup)
+    if pasd < cfg.flat:
+        return peak
+    return peak * (cfg.final_lr + (1 - cfg.final_lr) * max(0.0, 1 - pasd) / (1 - cfg.flat))
+
+
+PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40": 181e12, "4090": 165e12}
+
+
+def device_peak_flops(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in PEAK_BF16_FLOPS.items() if k in name), None)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def step_generator(seed: int, step: int, device: torch.device | str = "cpu") -> torch.Generator:
+    g = torch.Generator(device=device)
+    g.manual_seed(seed * 1_000_003 + step)
+    return g
+
+
+def batch_indices(n: int, batch: int, seed: int, step: int) -> torch.Tensor:
+    """Indices of the batch at `step`: epoch-wise seeded permutations, drop_last."""
+    per_epoch = max(1, n // batch)
+    epoch, i = divmod(step, per_epoch)
+    perm = torch.randperm(n, generator=step_generator(seed, -1 - epoch))
+    if batch > n:
+        return perm[torch.arange(batch) % n]
+    return perm[i * batch : (i + 1) * batch]
+
+
+def per_level_accuracy(pred: torch.Tensor, targets: torch.Tensor, levels: torch.Tensor | None) -> dict[str, float]:
+    if levels is None:
+        return {}
+    out = {}
+    for k in range(int(levels.max()) + 1):
+        sel = levels == k  # levels (S,), the same for every row
+        m = targets[:, sel] != IGNORE
+        if m.any():
+            out[f"acc_l{k}"] = float((pred[:, sel] == targets[:, sel])[m].float().mean())
+    return out
+
+
+class Trainer:
+    """Train `model` for `order` on `dataset` until the budget is spent; write checkpoints to `out_dir`."""
+
+    def __init__(
+        self,
+        order: Order,
+        tokenizer,
+        model,
+        dataset,
+        cfg: TrainConfig,
+        out_dir: str | Path,
+        meta: dict[str, Any] | None = None,
+    ) -> None:
+        self.order, self.tokenizer, self.model, self.dataset, self.cfg = order, tokenizer, model, dataset, cfg
+        self.out_dir = Path(out_dir)
+        self.meta = dict(meta or {})
+        self.device = resolve_device(cfg.device)
+        self.model.to(self.device)
+        self.tokenizer.to(self.device).eval()
+        for p in self.tokenizer.parameters():
+            p.requires_grad_(False)
+        self.optimizer = torch.optim.AdamW(
+            model.param_groups(cfg.weight_decay), lr=cfg.peak_lr(), betas=cfg.betas,
+            fused=self.device.type == "cuda",
+        )
+        self.tracker = BudgetTracker(cfg.budget)
+        self.amp = cfg.precision == "bf16" or (cfg.precision == "auto" and self.device.type == "cuda")
+        self.flops_per_sample = train_flops_per_sample(model)
+        self.peak = device_peak_flops(self.device)
+        self.history: list[dict] = []
+
+    # -- checkpoints --------------------------------------------------------------------------
+    def _optim_state(self) -> tuple[dict[str, torch.Tensor], dict]:
+        sd = self.optimizer.state_dict()
+        tensors = {}
+        for pid, st in sd["state"].items():
+            for k, v in st.items():
+                tensors[f"{pid}.{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
+        return tensors, {"param_groups": sd["param_groups"]}
+
+    def save(self, final: bool = False) -> None:
+        spent = self.tracker.spent.as_dict()
+        meta = {**self.meta, "spent": spent, "final": final, "train": self.cfg.model_dump()}
+        save_checkpoint(self.out_dir / "model", self.model.state_dict(), meta)
+        tensors, ometa = self._optim_state()
+        save_checkpoint(self.out_dir / "optim", tensors, {**ometa, "spent": spent})
+
+    def resume(self) -> bool:
+        """Load model, optimizer and budget spent from `out_dir`; False when there is nothing."""
+        if not (self.out_dir / "optim.safetensors").exists():
+            return False
+        state, meta = load_checkpoint(self.out_dir / "model")
+        self.model.load_state_dict(state)
+        tensors, ometa = load_checkpoint(self.out_dir / "optim")
+        st: dict[int, dict] = {}
+        for key, v in tensors.items():
+            pid, name = key.split(".", 1)
+            st.setdefault(int(pid), {})[name] = v.to(self.device) if name != "step" else v
+        self.optimizer.load_state_dict({"state": st, "param_groups": ometa["param_groups"]})
+        self.tracker = BudgetTracker(self.cfg.budget, Spent(**meta["spent"]))
+        return True
+
+    # -- one step -----------------------------------------------------------------------------
+    def _batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = batch_indices(len(self.dataset), self.cfg.batch_size, self.cfg.seed, step)
+        items = [self.dataset[int(i)] for i in idx]
+        images = torch.stack([im for im, _ in items]).to(self.device, non_blocking=True)
+        labels = torch.tensor([lab for _, lab in items], dtype=torch.long, device=self.device)
+        return images, labels
+
+    def train_step(self, step: int) -> dict[str, float]:
+        cfg, model = self.cfg, self.model
+        torch.manual_seed(cfg.seed * 7_919 + step)  # drop-path
+        g = step_generator(cfg.seed, step)
+        images, labels = self._batch(step)
+        with torch.no_grad():
+            tokens = self.tokenizer.encode(images)
+        batch = self.order.training_batch(tokens, self.tokenizer, g)
+        drop = torch.rand(labels.shape, generator=g) < cfg.label_drop
+        labels = torch.where(drop.to(labels.device), torch.full_like(labels, model.null_class), labels)
+        lr = lr_at(cfg, self.tracker.fraction())
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        model.train()
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            logits = model(batch.inputs, labels)  # (B, S, V) fp32
+        targets = batch.targets
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        self.optimizer.step()
+        with torch.no_grad():
+            pred = logits.argmax(-1)
+            valid = targets != IGNORE
+            acc = (pred == targets)[valid].float().mean()
+            n_tok = int(valid.sum())
+        self.tracker.update(images.shape[0], n_tok, self.flops_per_sample * images.shape[0])
+        out = {"step": self.tracker.spent.steps, "loss": float(loss.detach()), "acc": float(acc), "lr": lr, "grad_norm": float(gnorm)}
+        out.update(per_level_accuracy(pred, targets, batch.levels))
+        return out
+
+    # -- the loop -----------------------------------------------------------------------------
+    def fit(
+        self,
+        progress: Callable[[float, dict], None] | None = None,
+        log: Callable[[dict], None] | None = None,
+        stop_after: int | None = None,
+    ) -> dict[str, Any]:
+        """Train until the budget is spent (or `stop_after` more steps, for tests of resume)."""
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        cfg = self.cfg
+        log_path = self.out_dir / "log.jsonl"
+        t_last, img_last, done = time.perf_counter(), self.tracker.spent.images, 0
+        reason = self.tracker.exhausted()
+        while reason is None and (stop_after is None or done < stop_after):
+            m = self.train_step(self.tracker.spent.steps)
+            done += 1
+            self.history.append(m)
+            step = m["step"]
+            if step % cfg.log_every == 0 or step == 1:
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize()
+                now = time.perf_counter()
+                ips = (self.tracker.spent.images - img_last) / max(now - t_last, 1e-9)
+                t_last, img_last = now, self.tracker.spent.images
+                m["images_per_s"] = ips
+                if self.peak:
+                    m["mfu"] = ips * self.flops_per_sample / self.peak
+                m.update({k: v for k, v in self.tracker.spent.as_dict().items() if k != "steps"})
+                with log_path.open("a") as f:
+                    f.write(json.dumps(m) + "\n")
+                if log:
+                    log(m)
+            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
+                self.save()
+            if progress:
+                progress(self.tracker.fraction(), m)
+            reason = self.tracker.exhausted()
+            if not math.isfinite(m["loss"]):
+                reason = "non-finite loss"
+        self.save(final=reason is not None)
+        return {"stopped_by": reason, "spent": self.tracker.spent.as_dict(), "last": self.history[-1] if self.history else {}}
