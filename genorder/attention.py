@@ -5,7 +5,8 @@ iff groups[j] <= groups[i]. From that one tensor:
   * training on the CPU (and the reference path) uses SDPA with the boolean mask, or no mask /
     `is_causal` when the pattern is bidirectional / token-causal (so those hit flash kernels);
   * training on a GPU with a block-causal pattern uses a FlexAttention block mask built from the
-    same group ids (`backend="flex"`), so the sparse pattern runs at flash speed;
+    same group ids (`backend="flex"`, compiled on CUDA), so the sparse pattern runs at flash speed
+    (it also runs, eagerly and slowly, on the CPU, which is how the tests compare it with SDPA);
   * generation feeds chunks of positions through a `KVCache`; queries [start, start+n) see keys
     [0, start+n) under the same rule. For next-scale (one scale per step) and raster (one token per
     step) every cached key is visible, so no mask is built at all.
@@ -48,7 +49,7 @@ def plan_attention(
         return AttnSpec("none", start=start)
     if k0 == start and n > 1 and torch.equal(gq, gk) and bool((gq[1:] > gq[:-1]).all()):
         return AttnSpec("causal", start=start)
-    if backend == "flex" and device.type == "cuda" and not cached:
+    if backend == "flex" and not cached:
         return AttnSpec("flex", _flex_block_mask(gq.to(device), n, device), start=start)
     return AttnSpec("mask", mask_from_groups(gq, gk).to(device), start=start)
 

@@ -159,6 +159,7 @@ class GenModel(nn.Module):
         self.head = Head(cfg, vocab)
         self.register_buffer("groups", groups.clone().long(), persistent=False)
         self._groups_cpu = groups.clone().long().cpu()
+        self._plans: dict[tuple, AttnSpec] = {}
         self._reset_parameters()
 
     # -- properties --------------------------------------------------------------------------
@@ -211,8 +212,7 @@ class GenModel(nn.Module):
         cond_BC = self.condition(labels)
         x_BLC = self.stem(inputs, cond_BC, start)
         n = x_BLC.shape[1]
-        backend = "flex" if self.cfg.attn_backend in ("flex", "auto") and x_BLC.is_cuda else "sdpa"
-        spec = plan_attention(self._groups_cpu, start, n, cache is not None, x_BLC.device, backend)
+        spec = self._plan(start, n, cache is not None, x_BLC.device)
         ada = None
         if self.cfg.adaln:
             ada = cond_BC
@@ -221,6 +221,15 @@ class GenModel(nn.Module):
         for blk in self.blocks:
             x_BLC = blk(x_BLC, ada, spec, cache)
         return self.head(x_BLC, cond_BC)
+
+    def _plan(self, start: int, n: int, cached: bool, device: torch.device) -> AttnSpec:
+        """The attention plan of a call shape, built once and reused (masks live on the device)."""
+        b = self.cfg.attn_backend
+        backend = "flex" if b == "flex" or (b == "auto" and device.type == "cuda") else "sdpa"
+        key = (start, n, cached, str(device), backend)
+        if key not in self._plans:
+            self._plans[key] = plan_attention(self._groups_cpu, start, n, cached, device, backend)
+        return self._plans[key]
 
     def new_cache(self, batch: int, max_len: int | None = None, dtype: torch.dtype | None = None) -> KVCache:
         p = next(self.parameters())
