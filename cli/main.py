@@ -6,7 +6,7 @@ import importlib
 
 from genorder_cli.app import app
 
-COMMAND_MODULES = []
+COMMAND_MODULES = ["cmd_train", "cmd_plugins", "cmd_compare"]
 
 
 def _load_commands() -> None:

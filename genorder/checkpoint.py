@@ -91,25 +91,31 @@ def _json_default(obj: Any) -> Any:
         return obj.model_dump(mode="json")
     if isinstance(obj, (set, frozenset)):
         return sorted(obj)
-    raise TypeError(f"checkpoint metadata value of type {type(obj).__name__} is not JSON-serialisable")
+    raise TypeError(
+        f"checkpoint metadata value of type {type(obj).__name__} is not JSON-serialisable"
+    )
 
 
 def _versions() -> dict[str, str]:
     import genorder
 
-    return {"genorder": genorder.__version__, "torch": torch.__version__, "python": platform.python_version()}
+    return {
+        "genorder": genorder.__version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
 
 
 def save_checkpoint(path: str | Path, state: dict[str, torch.Tensor], meta: dict[str, Any]) -> Path:
     """Write `<stem>.safetensors` and `<stem>.json` atomically; returns the `.safetensors` path.
 
-    `meta` is stored with `format`, `versions` and `saved_at` added (they override same-named keys)."""
+    `meta` is stored with `format`, `versions` and `saved_at` added (overriding same-named keys)."""
     from safetensors.torch import save_file
 
     tensor_path, meta_path = checkpoint_paths(path)
     tensors = prepare_state(state)
-    full_meta = {**meta, "format": FORMAT, "versions": _versions(),
-                 "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}  # fmt: skip
+    saved_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    full_meta = {**meta, "format": FORMAT, "versions": _versions(), "saved_at": saved_at}
     text = json.dumps(full_meta, indent=2, sort_keys=True, default=_json_default) + "\n"
     atomic_write(tensor_path, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
     atomic_write(meta_path, lambda tmp: tmp.write_text(text))

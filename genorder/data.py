@@ -49,7 +49,7 @@ class DatasetConfig(ComponentConfig):
 
 
 def resize_uint8(images: torch.Tensor, size: int) -> torch.Tensor:
-    """(N, C, H, W) uint8 -> (N, C, size, size) uint8; area when shrinking, bilinear when growing."""
+    """(N, C, H, W) uint8 -> (N, C, size, size) uint8: area to shrink, bilinear to grow."""
     if images.shape[-2:] == (size, size):
         return images
     shrinking = size < min(images.shape[-2:])
@@ -77,7 +77,9 @@ def convert_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
         weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
         grey = (images.float() * weights).sum(dim=1, keepdim=True)  # (N, 1, H, W)
         return grey.round_().clamp_(0, 255).to(torch.uint8)
-    raise UserError(f"cannot convert {c}-channel images to {channels} channels; use channels = 1 or 3")
+    raise UserError(
+        f"cannot convert {c}-channel images to {channels} channels; use channels = 1 or 3"
+    )
 
 
 def to_float(images: torch.Tensor) -> torch.Tensor:
@@ -139,7 +141,9 @@ class ImageDataset(Dataset):
 
     def _no_arg(self, name: str) -> None:
         if self.config.arg is not None:
-            raise UserError(f"dataset {name!r} takes no argument; write {name!r}, not {name}:{self.config.arg}")
+            raise UserError(
+                f"dataset {name!r} takes no argument; write {name!r}, not {name}:{self.config.arg}"
+            )
 
 
 def _need_path(name: str, arg: str | None) -> Path:
@@ -174,7 +178,9 @@ def _read_idx_gz(path: Path, offset: int) -> np.ndarray:
 
 
 class FashionMNIST(ImageDataset):
-    """Fashion-MNIST (Zalando): 28 px grey clothes padded to 32 px, 10 classes, 60k/10k items."""
+    """Fashion-MNIST: 28 px grey clothes padded to 32 px, 10 classes, 60k train / 10k test.
+
+    Read from the Debian package `dataset-fashion-mnist` (or $GENORDER_FASHION_MNIST_DIR)."""
 
     def __init__(self, config: DatasetConfig) -> None:
         super().__init__(config)
@@ -225,14 +231,15 @@ def _load_image(path: Path, size: int, mode: str) -> np.ndarray:
 
 
 def _image_files(folder: Path) -> list[Path]:
-    return sorted(
-        p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-    )
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 class ImageFolder(ImageDataset):
-    """Images in PATH/<class>/*.png|jpg|jpeg|webp (or PATH/{train,test}/<class>/...), RGB, 64 px
-    by default (shorter side resized, then centre-cropped). Labels follow sorted folder names."""
+    """Your images from imagefolder:PATH, one folder per class; RGB, 64 px by default.
+
+    Reads PATH/<class>/*.png|jpg|jpeg|webp, or PATH/{train,test}/<class>/... when both split
+    folders exist. The shorter side is resized, then centre-cropped; labels follow sorted folder
+    names. Images directly in PATH form a single class."""
 
     DEFAULT_SIZE = 64
 
@@ -252,7 +259,7 @@ class ImageFolder(ImageDataset):
             names = [path.name]
         if not files:
             raise UserError(
-                f"imagefolder: no images ({', '.join(IMAGE_SUFFIXES)}) in {path} or its class folders"
+                f"imagefolder: no images ({'/'.join(IMAGE_SUFFIXES)}) in {path} or its subfolders"
             )
         if config.limit is not None:
             files = files[: config.limit]
@@ -291,7 +298,9 @@ def _to_nchw(images: np.ndarray, key: str, path: Path) -> torch.Tensor:
             "(N,C,H,W) with C in 1, 3, 4"
         )
     if t.shape[2] != t.shape[3]:
-        raise UserError(f"{path}: {key!r} images are {t.shape[2]}x{t.shape[3]}; they must be square")
+        raise UserError(
+            f"{path}: {key!r} images are {t.shape[2]}x{t.shape[3]}; they must be square"
+        )
     return t.contiguous()
 
 
@@ -301,7 +310,8 @@ def _labels(arr: np.ndarray | None, n: int, key: str, path: Path) -> torch.Tenso
         return torch.zeros(n, dtype=torch.int64)
     if not np.issubdtype(arr.dtype, np.integer) or arr.shape != (n,):
         raise UserError(
-            f"{path}: {key!r} must be {n} integers (shape ({n},)), got {arr.dtype} {tuple(arr.shape)}"
+            f"{path}: {key!r} must be {n} integers (shape ({n},)), "
+            f"got {arr.dtype} {tuple(arr.shape)}"
         )
     if n and arr.min() < 0:
         raise UserError(f"{path}: {key!r} holds negative labels; labels must be 0..num_classes-1")
@@ -309,8 +319,10 @@ def _labels(arr: np.ndarray | None, n: int, key: str, path: Path) -> torch.Tenso
 
 
 class NpzDataset(ImageDataset):
-    """A .npz with uint8 `images` (+ optional int `labels`, `test_images`/`test_labels` for the
-    test split, and `class_names`). Without `test_images` both splits read `images`."""
+    """Arrays from npz:PATH: uint8 `images` with optional int `labels`.
+
+    `test_images`/`test_labels` feed the test split when present (otherwise both splits read
+    `images`); an optional `class_names` string array names the classes."""
 
     def __init__(self, config: DatasetConfig) -> None:
         super().__init__(config)
@@ -323,7 +335,9 @@ class NpzDataset(ImageDataset):
         prefix = "test_" if config.split == "test" and "test_images" in arrays else ""
         key = f"{prefix}images"
         if key not in arrays:
-            raise UserError(f"npz: {path} has no {key!r} array (it has: {', '.join(arrays) or 'none'})")
+            raise UserError(
+                f"npz: {path} has no {key!r} array (it has: {', '.join(arrays) or 'none'})"
+            )
         images = _to_nchw(arrays[key], key, path)
         labels = _labels(arrays.get(f"{prefix}labels"), len(images), f"{prefix}labels", path)
         names = self._class_names(arrays, labels, path)
@@ -340,7 +354,9 @@ class NpzDataset(ImageDataset):
         if "class_names" in arrays:
             names = [str(s) for s in arrays["class_names"].tolist()]
             if len(names) < k:
-                raise UserError(f"npz: {path} lists {len(names)} class_names but labels go up to {k - 1}")
+                raise UserError(
+                    f"npz: {path} lists {len(names)} class_names but labels go up to {k - 1}"
+                )
             return names
         return [str(i) for i in range(k)]
 
@@ -365,7 +381,9 @@ def _shape_masks(kind: torch.Tensor, cx, cy, r, size: int) -> torch.Tensor:
     return stack[kind, torch.arange(len(kind))].float()  # (N, S, S)
 
 
-def render_shapes(n: int, size: int, seed: int, count: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def render_shapes(
+    n: int, size: int, seed: int, count: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Draw `n` items' parameters from `seed` and render the first `count` (default n).
 
     Returns images uint8 (count, 3, size, size) and labels int64 (count,). Rendering at 2x and
@@ -387,8 +405,9 @@ def render_shapes(n: int, size: int, seed: int, count: int | None = None) -> tup
 
 
 class Shapes(ImageDataset):
-    """Generated colour shapes (square, circle, triangle, cross; class = shape), 32 px RGB,
-    2048 train / 512 test items, deterministic per split."""
+    """Generated colour shapes, 4 classes (square, circle, triangle, cross), 32 px RGB.
+
+    2048 train / 512 test items, deterministic per split (a seeded generator per split)."""
 
     SIZES = {"train": 2048, "test": 512}
     SEEDS = {"train": 1234, "test": 5678}
@@ -408,7 +427,7 @@ class Shapes(ImageDataset):
 
 
 def parse_spec(spec: str) -> tuple[str, str | None]:
-    """"name" -> ("name", None); "name:ARG" -> ("name", "ARG") (ARG may itself contain ':')."""
+    """ "name" -> ("name", None); "name:ARG" -> ("name", "ARG") (ARG may itself contain ':')."""
     name, sep, arg = spec.partition(":")
     name = name.strip()
     if not name:
@@ -427,7 +446,13 @@ def load_dataset(
     from genorder.registry import registry
 
     name, arg = parse_spec(spec)
-    options = {"arg": arg, "split": split, "image_size": image_size, "limit": limit, "channels": channels}
+    options = {
+        "arg": arg,
+        "split": split,
+        "image_size": image_size,
+        "limit": limit,
+        "channels": channels,
+    }
     return registry("datasets").create(name, options)
 
 
@@ -443,7 +468,10 @@ def make_loader(
     if n == 0:
         raise UserError("the dataset is empty")
     if drop_last and n < batch_size:
-        raise UserError(f"the dataset has {n} items, fewer than the batch size {batch_size}; lower the batch size")
+        raise UserError(
+            f"the dataset has {n} items, fewer than the batch size {batch_size}; "
+            "lower the batch size"
+        )
     return _batches(dataset, n, batch_size, shuffle, seed, drop_last)
 
 
