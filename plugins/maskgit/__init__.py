@@ -1,1 +1,10 @@
-"""(being written)"""
+"""The MaskGIT (masked parallel decoding) order plugin."""
+
+from genorder import hookimpl
+
+from .order import MaskGIT
+
+
+@hookimpl
+def register_orders(register):
+    register("maskgit", MaskGIT)

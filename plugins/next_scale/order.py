@@ -37,7 +37,7 @@ class NextScale(Order):
             )
         try:
             tokenizer.latent_dim
-        except NotImplementedError:
+        except (NotImplementedError, AttributeError):
             raise UserError(f"next-scale needs a tokenizer with latent_* methods; {type(tokenizer).__name__} has none") from None
 
     def layout(self, tokenizer) -> TokenLayout:

@@ -1,0 +1,97 @@
+"""Raster autoregression (the VAR paper's AR baseline): one token per step in row-major order.
+
+Training: the sequence is the L tokens of the layout flattened scale by scale, row-major inside each
+scale; position 0 is the start token (class embedding + pos_start), position i > 0 is fed token
+i - 1, and position i predicts token i under token-causal attention.
+Sampling: L steps. With the KV cache, one prefill of the start token then L - 1 single-token
+forwards through a preallocated static cache; without it, every step recomputes the whole prefix
+(the O(n^2)-forwards baseline). Both paths draw from the generator in the same order, so they give
+the same tokens for the same seed.
+
+Default layout: a single-scale tokenizer, (16,) -> L = 256. With `multiscale = True` the order runs
+over every scale of a multi-scale tokenizer (e.g. 680 tokens), the order-vs-tokenizer control.
+"""
+
+from __future__ import annotations
+
+import torch
+from pydantic import Field
+
+from genorder.config import ComponentConfig
+from genorder.errors import UserError
+from genorder.generation import cfg_labels, double, inference, sample_step
+from genorder.layout import TokenLayout, causal_groups
+from genorder.order import Order, Progress, TrainBatch
+
+from .stem import RasterStem
+
+
+class Raster(Order):
+    """Row-major next-token prediction over the tokenizer's token maps."""
+
+    class Config(ComponentConfig):
+        kv_cache: bool = Field(
+            True, description="sample with the static KV cache (off: recompute the prefix per step)"
+        )
+        multiscale: bool = Field(
+            False, description="run over every scale of a multi-scale tokenizer (the control)"
+        )
+
+    config: Config
+    tokenizer_kind = "single-scale"
+
+    def check_tokenizer(self, tokenizer) -> None:
+        scales = tuple(tokenizer.scales)
+        if len(scales) > 1 and not self.config.multiscale:
+            raise UserError(
+                f"raster expects a single-scale tokenizer, but this one has scales {scales}; "
+                "set order option multiscale = true to run raster over all "
+                f"{sum(p * p for p in scales)} multi-scale tokens (the order-vs-tokenizer "
+                "control), "
+                "or use a single-scale tokenizer"
+            )
+
+    def layout(self, tokenizer) -> TokenLayout:
+        self.check_tokenizer(tokenizer)
+        return TokenLayout(tuple(tokenizer.scales))
+
+    def groups(self, layout: TokenLayout) -> torch.Tensor:
+        return causal_groups(layout.length)
+
+    def num_steps(self, layout: TokenLayout) -> int:
+        return layout.length
+
+    def build_stem(self, tokenizer, layout: TokenLayout, width: int) -> RasterStem:
+        return RasterStem(layout.length, tokenizer.codebook_size, width)
+
+    def training_batch(self, tokens, tokenizer, generator=None) -> TrainBatch:
+        layout = self.layout(tokenizer)
+        if len(tokens) != layout.num_levels:
+            raise ValueError(f"expected {layout.num_levels} token maps, got {len(tokens)}")
+        targets_BL = layout.join(tokens)  # (B, L): position i predicts token i
+        inputs_BL1 = targets_BL[:, :-1]  # (B, L - 1): position i > 0 is fed token i - 1
+        return TrainBatch(inputs_BL1, targets_BL, layout.levels().to(targets_BL.device))
+
+    @inference
+    def generate(
+        self, model, tokenizer, labels, sampler, generator, progress: Progress | None = None
+    ):
+        layout = self.layout(tokenizer)
+        L, B = layout.length, labels.shape[0]
+        lab = cfg_labels(labels, model.null_class, sampler)  # (B or 2B,)
+        dev = labels.device
+        out_BL = torch.zeros(B, L, dtype=torch.long, device=dev)
+        cache = model.new_cache(lab.shape[0], max_len=L) if self.config.kv_cache else None
+        x_in = torch.zeros(lab.shape[0], 0, dtype=torch.long, device=dev)  # start token only
+        for i in range(L):
+            if cache is not None:
+                logits = model(x_in, lab, start=i, cache=cache)  # (B2, 1, V)
+            else:
+                prefix = double(out_BL[:, :i], sampler)  # (B2, i): tokens 0..i-1
+                logits = model(prefix, lab, start=0)[:, -1:]  # (B2, 1, V)
+            idx_B1, _ = sample_step(sampler, logits, B, i, L, generator)
+            out_BL[:, i : i + 1] = idx_B1
+            x_in = double(idx_B1, sampler)
+            if progress:
+                progress(i + 1, L)
+        return layout.split(out_BL)
