@@ -81,6 +81,8 @@ class KVCache:
         self.k = torch.zeros(shape, device=device, dtype=dtype)
         self.v = torch.zeros(shape, device=device, dtype=dtype)
         self.max_len = max_len
+        self.key_index = torch.arange(max_len, device=device)  # (max_len,) for static-shape steps
+        self.mods = None  # the generation's AdaLN modulations, memoised by GenModel.forward
 
     def write_and_read(self, layer: int, start: int, k: torch.Tensor, v: torch.Tensor):
         """k, v: (B, H, n, hd) -> cached keys and values (B, H, start + n, hd)."""

@@ -17,6 +17,7 @@ it (start token) and, with `adaln`, so does every block.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -28,6 +29,15 @@ from torch import nn
 from genorder.attention import AttnSpec, KVCache, SelfAttention, plan_attention
 from genorder.config import ComponentConfig
 from genorder.order import Stem
+
+
+@dataclass
+class Modulations:
+    """AdaLN modulations: per block (B, 1, 6, C) [gamma1, gamma2, scale1, scale2, shift1, shift2],
+    and the head's (B, 1, 2, C) [scale, shift]. None without AdaLN."""
+
+    blocks: list[torch.Tensor] | None
+    head: torch.Tensor | None
 
 
 class BackboneConfig(ComponentConfig):
@@ -105,14 +115,16 @@ class Block(nn.Module):
         elif self.adaln:
             self.ada_lin = nn.Sequential(nn.SiLU(), nn.Linear(C, 6 * C))
 
-    def forward(self, x_BLC: torch.Tensor, ada: torch.Tensor | None, spec: AttnSpec, cache: KVCache | None) -> torch.Tensor:
+    def modulation(self, ada: torch.Tensor) -> torch.Tensor:
+        """(B, C) condition, or (B, 1, 6, C) shared-AdaLN output -> this block's (B, 1, 6, C)."""
+        if self.shared:
+            return self.ada_gss + ada
+        return rearrange(self.ada_lin(ada), "b (six c) -> b 1 six c", six=6)
+
+    def forward(self, x_BLC: torch.Tensor, mod_B16C: torch.Tensor | None, spec: AttnSpec, cache: KVCache | None) -> torch.Tensor:
         if not self.adaln:
             x_BLC = x_BLC + self.drop_path(self.attn(self.ln1(x_BLC), spec, cache))
             return x_BLC + self.drop_path(self.ffn(self.ln2(x_BLC)))
-        if self.shared:
-            mod_B16C = self.ada_gss + ada  # ada: (B, 1, 6, C) from the shared linear
-        else:
-            mod_B16C = rearrange(self.ada_lin(ada), "b (six c) -> b 1 six c", six=6)
         g1, g2, s1, s2, b1, b2 = mod_B16C.unbind(2)  # each (B, 1, C); VAR's chunk order
         h = self.attn(self.ln1(x_BLC) * (1 + s1) + b1, spec, cache)
         x_BLC = x_BLC + self.drop_path(h * g1)
@@ -132,10 +144,13 @@ class Head(nn.Module):
             self.ada_lin = nn.Sequential(nn.SiLU(), nn.Linear(C, 2 * C))
         self.head = nn.Linear(C, vocab)
 
-    def forward(self, x_BLC: torch.Tensor, cond_BC: torch.Tensor) -> torch.Tensor:
+    def modulation(self, cond_BC: torch.Tensor) -> torch.Tensor:
+        return rearrange(self.ada_lin(cond_BC), "b (two c) -> b 1 two c", two=2)  # (B, 1, 2, C)
+
+    def forward(self, x_BLC: torch.Tensor, mod_B12C: torch.Tensor | None) -> torch.Tensor:
         h = self.ln(x_BLC)
         if self.adaln:
-            scale, shift = rearrange(self.ada_lin(cond_BC), "b (two c) -> b 1 two c", two=2).unbind(2)
+            scale, shift = mod_B12C.unbind(2)
             h = h * (1 + scale) + shift
         return self.head(h).float()  # (B, L, V) fp32 logits
 
@@ -208,19 +223,33 @@ class GenModel(nn.Module):
     def condition(self, labels_B: torch.Tensor) -> torch.Tensor:
         return self.class_emb(labels_B)  # (B, C)
 
+    def modulations(self, cond_BC: torch.Tensor) -> Modulations:
+        """All AdaLN modulations for a batch of conditions: they depend on the class only, so a
+        generation computes them once (memoised on its KV cache) instead of at every step."""
+        if not self.cfg.adaln:
+            return Modulations(None, None)
+        ada = cond_BC
+        if self.cfg.shared_adaln:
+            ada = rearrange(self.shared_ada_lin(cond_BC), "b (six c) -> b 1 six c", six=6)
+        return Modulations([blk.modulation(ada) for blk in self.blocks], self.head.modulation(cond_BC))
+
+    def backbone(self, x_BLC: torch.Tensor, mods: Modulations, spec: AttnSpec, cache: KVCache | None) -> torch.Tensor:
+        """Blocks then head: (B, n, C) stem output -> (B, n, V) fp32 logits."""
+        for i, blk in enumerate(self.blocks):
+            x_BLC = blk(x_BLC, None if mods.blocks is None else mods.blocks[i], spec, cache)
+        return self.head(x_BLC, mods.head)
+
     def forward(self, inputs: Any, labels: torch.Tensor, start: int = 0, cache: KVCache | None = None) -> torch.Tensor:
         cond_BC = self.condition(labels)
         x_BLC = self.stem(inputs, cond_BC, start)
-        n = x_BLC.shape[1]
-        spec = self._plan(start, n, cache is not None, x_BLC.device)
-        ada = None
-        if self.cfg.adaln:
-            ada = cond_BC
-            if self.cfg.shared_adaln:
-                ada = rearrange(self.shared_ada_lin(cond_BC), "b (six c) -> b 1 six c", six=6)
-        for blk in self.blocks:
-            x_BLC = blk(x_BLC, ada, spec, cache)
-        return self.head(x_BLC, cond_BC)
+        spec = self._plan(start, x_BLC.shape[1], cache is not None, x_BLC.device)
+        if cache is None:
+            mods = self.modulations(cond_BC)
+        else:  # one generation = one cache = one set of labels
+            if cache.mods is None:
+                cache.mods = self.modulations(cond_BC)
+            mods = cache.mods
+        return self.backbone(x_BLC, mods, spec, cache)
 
     def _plan(self, start: int, n: int, cached: bool, device: torch.device) -> AttnSpec:
         """The attention plan of a call shape, built once and reused (masks live on the device)."""

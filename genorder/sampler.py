@@ -43,11 +43,15 @@ def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
 
 
 def categorical(logits: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """(..., V) logits -> (...) int64 draws from softmax(logits)."""
+    """(..., V) logits -> (...) int64 draws from softmax(logits).
+
+    The exponential race argmax(p / q), q ~ Exp(1): the draw `torch.multinomial(p, 1)` makes
+    internally, on the same generator stream, minus its two host-side validity checks, so a
+    generation loop never waits for the device."""
     probs = logits.float().softmax(dim=-1)
-    flat = probs.reshape(-1, probs.shape[-1])
-    idx = torch.multinomial(flat, 1, replacement=True, generator=generator)
-    return idx.reshape(probs.shape[:-1])
+    flat_NV = probs.reshape(-1, probs.shape[-1])
+    q_NV = torch.empty_like(flat_NV).exponential_(1, generator=generator)
+    return (flat_NV / q_NV).argmax(dim=-1).reshape(probs.shape[:-1])
 
 
 def gumbel(shape: torch.Size | tuple[int, ...], generator: torch.Generator | None, device) -> torch.Tensor:
