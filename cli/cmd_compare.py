@@ -43,6 +43,7 @@ def compare(
     flops: Annotated[Optional[float], Opt(help="budget: training FLOPs (per order)")] = None,
     batch_size: Annotated[Optional[int], Opt(help="images per step (default 64)")] = None,
     tokenizer_steps: Annotated[Optional[int], Opt(help="steps for each tokenizer trained first (default 400 CPU / 3000 GPU)")] = None,
+    tokenizer_minutes: Annotated[Optional[float], Opt(help="cap in minutes on each tokenizer trained first (default 2 on a CPU, none on a GPU)")] = None,
     cfg: Annotated[float, Opt(help="CFG strength used for every order's samples (0 = off)")] = 0.0,
     top_k: Annotated[int, Opt(help="top-k used for every order's samples (0 = off)")] = 0,
     per_class: Annotated[int, Opt(help="samples per class in the grids")] = 6,
@@ -63,6 +64,7 @@ def compare(
     if all(v is None for v in budget.values()):
         budget = {"minutes": 5.0} if gpu else {"images": 9600}
     tok_steps = tokenizer_steps or (3000 if gpu else 400)
+    tok_minutes = tokenizer_minutes if tokenizer_minutes is not None else (None if gpu else 2.0)
     sampler_opts = {"cfg": cfg, "top_k": top_k}
     console.print(f"[bold]compare[/bold] {', '.join(names)} · depth {depth} · budget {budget} per order · device {dev}")
     rows = []
@@ -72,7 +74,7 @@ def compare(
             console.print(f"{name}: finished run found in {run_dir}, reusing it")
         else:
             train_run(
-                name, run_dir, dataset_spec=dataset, tokenizer_steps=tok_steps, depth=depth, budget=budget,
+                name, run_dir, dataset_spec=dataset, tokenizer_steps=tok_steps, tokenizer_minutes=tok_minutes, depth=depth, budget=budget,
                 train_opts={"batch_size": batch_size, "seed": seed, "device": device},
                 sampler_opts=sampler_opts, resume=(run_dir / "model.json").exists(), samples_per_class=per_class,
             )

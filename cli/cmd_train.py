@@ -30,6 +30,7 @@ def train_run(
     dataset_spec: str = "fashion-mnist",
     tokenizer_spec: str | None = None,
     tokenizer_steps: int = 300,
+    tokenizer_minutes: float | None = None,
     depth: int | None = None,
     budget: dict | None = None,
     sections: dict | None = None,
@@ -61,7 +62,9 @@ def train_run(
     if not resume and (out / "model.json").exists():
         raise UserError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
     ds = load_dataset(dataset_spec, "train")
-    tokenizer, tok_stem = resolve_tokenizer(tokenizer_spec, order, dataset_spec, ds, device, tokenizer_steps)
+    tokenizer, tok_stem = resolve_tokenizer(
+        tokenizer_spec, order, dataset_spec, ds, device, tokenizer_steps, tokenizer_minutes
+    )
     if tokenizer.channels != ds.channels or tokenizer.image_size != ds.image_size:
         raise UserError(
             f"tokenizer expects {tokenizer.channels}x{tokenizer.image_size}px images, dataset {dataset_spec} has "
@@ -104,6 +107,7 @@ def train(
     dataset: Annotated[str, Opt(help="fashion-mnist, shapes, imagefolder:PATH or npz:PATH")] = "fashion-mnist",
     tokenizer: Annotated[Optional[str], Opt(help="tokenizer checkpoint, or a preset to train first (default: by order)")] = None,
     tokenizer_steps: Annotated[int, Opt(help="steps when a tokenizer has to be trained first")] = 300,
+    tokenizer_minutes: Annotated[Optional[float], Opt(help="cap, in minutes, on that tokenizer training")] = None,
     steps: Annotated[Optional[int], Opt(help="budget: optimizer steps")] = None,
     images: Annotated[Optional[int], Opt(help="budget: training images seen")] = None,
     minutes: Annotated[Optional[float], Opt(help="budget: wall-clock minutes")] = None,
@@ -131,7 +135,8 @@ def train(
     shown_depth = d or (16 if dev.type == "cuda" else 4)
     out = out or Path("runs") / f"{order}-d{shown_depth}"
     summary = train_run(
-        order, out, dataset_spec=dataset, tokenizer_spec=tokenizer, tokenizer_steps=tokenizer_steps, depth=d,
+        order, out, dataset_spec=dataset, tokenizer_spec=tokenizer, tokenizer_steps=tokenizer_steps,
+        tokenizer_minutes=tokenizer_minutes, depth=d,
         budget=budget, sections=sections, backbone_opts={"adaln": adaln, "qk_norm": qk_norm},
         train_opts={"batch_size": batch_size, "lr": lr, "seed": seed, "device": device},
         sampler_opts={"cfg": cfg, "top_k": top_k}, resume=resume,

@@ -35,9 +35,12 @@ def make_sampler(sections: dict, **cli: Any) -> Sampler:
     return registry("samplers").get(name)(cfg)
 
 
-def resolve_tokenizer(spec: str | None, order, dataset_spec: str, dataset, device: torch.device, steps: int):
+def resolve_tokenizer(
+    spec: str | None, order, dataset_spec: str, dataset, device: torch.device, steps: int, minutes: float | None = None
+):
     """A tokenizer checkpoint path, or a preset name (default: the order's kind) trained on the
-    dataset first when no cached one exists. Returns (tokenizer, checkpoint stem)."""
+    dataset first (for `steps`, capped at `minutes` when given) when no cached one exists.
+    Returns (tokenizer, checkpoint stem)."""
     from genorder.runs import load_tokenizer
 
     if spec and (Path(spec).exists() or Path(spec + ".safetensors").exists() or Path(spec).suffix in (".json", ".safetensors")):
@@ -51,12 +54,14 @@ def resolve_tokenizer(spec: str | None, order, dataset_spec: str, dataset, devic
         console.print(f"using the cached tokenizer [bold]{stem}[/bold]")
         tok, _ = load_tokenizer(stem, device)
         return tok, stem
+    budget = {"steps": steps} if minutes is None else {"steps": steps, "minutes": minutes}
+    cap = "" if minutes is None else f" or {minutes:g} minutes, whichever comes first"
     console.print(
-        f"no tokenizer given: training [bold]{name}[/bold] on {dataset_spec} first ({steps} steps) -> {stem.parent}"
+        f"no tokenizer given: training [bold]{name}[/bold] on {dataset_spec} first ({steps} steps{cap}) -> {stem.parent}"
     )
     from genorder_cli.cmd_tokenizer import train_tokenizer_run
 
-    train_tokenizer_run(name, dataset, stem.parent, {"steps": steps}, device=str(device))
+    train_tokenizer_run(name, dataset, stem.parent, budget, device=str(device), dataset_spec=dataset_spec)
     tok, _ = load_tokenizer(stem, device)
     return tok, stem
 

@@ -1,0 +1,256 @@
+"""`genorder train-tokenizer` and `genorder reconstruct`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import torch
+import typer
+from rich.table import Table
+
+from genorder.budget import Budget
+from genorder.config import build_config, load_toml, parse_overrides
+from genorder.data import load_dataset
+from genorder.errors import UserError
+from genorder.registry import registry
+from genorder_cli.app import app, console, guarded, progress_bar
+
+Opt = typer.Option
+
+DEFAULT_PRESET = "msvq-fmnist"
+DEFAULT_DATASET = "fashion-mnist"
+# With no budget given: 300 steps, capped at 1.5 minutes of training. On a GPU the steps stop it (in
+# seconds); on a 2-core CPU msvq-fmnist takes ~1.8 s per batch-32 step with one thread (6-11 s with
+# two threads when another process holds a core), so the cap stops it, and with start-up and the
+# final evaluation (500 test images) the command takes ~2-3 minutes.
+DEFAULT_BUDGET = {"steps": 300, "minutes": 1.5}
+
+
+def _nest(values: dict[str, Any]) -> dict[str, Any]:
+    """{"budget.steps": 5} -> {"budget": {"steps": 5}} (from `--set train.budget.steps=5`)."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        *parents, leaf = key.split(".")
+        node = out
+        for p in parents:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise UserError(f"--set: {key} conflicts with another value")
+        node[leaf] = value
+    return out
+
+
+def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def sections_from(config: Path | None, overrides: list[str] | None) -> dict[str, dict[str, Any]]:
+    """TOML sections ([tokenizer] [train] [budget]), then `--set section.key=value` on top."""
+    base = load_toml(config) if config else {}
+    for name, values in parse_overrides(overrides).items():
+        if name not in base:
+            base[name] = {}
+        if not isinstance(base[name], dict):
+            raise UserError(f"config section {name!r} is not a table")
+        base[name] = _merge(base[name], _nest(values))
+    unknown = set(base) - {"tokenizer", "train", "budget", "data"}
+    if unknown:
+        raise UserError(f"unknown config section(s) {sorted(unknown)}; use [tokenizer], [train], [budget], [data]")
+    return base
+
+
+THREADS_HELP = "CPU threads for torch (default: torch's choice); 1 is often several times faster on a shared CPU"
+
+
+def set_threads(threads: int | None) -> None:
+    if threads is None:
+        return
+    if threads < 1:
+        raise UserError(f"--threads must be at least 1, got {threads}")
+    torch.set_num_threads(threads)
+
+
+def _dataset_spec(dataset) -> str | None:
+    """Best-effort "name[:arg]" of a loaded dataset, from the datasets registry."""
+    for name in registry("datasets").names():
+        if registry("datasets").get(name) is type(dataset):
+            arg = getattr(getattr(dataset, "config", None), "arg", None)
+            return f"{name}:{arg}" if arg else name
+    return None
+
+
+def train_tokenizer_run(
+    preset: str,
+    dataset=None,
+    out: Path | None = None,
+    budget: dict[str, Any] | None = None,
+    *,
+    device: str | None = None,
+    dataset_spec: str | None = None,
+    sections: dict[str, dict[str, Any]] | None = None,
+    tokenizer_opts: dict[str, Any] | None = None,
+    train_opts: dict[str, Any] | None = None,
+    overwrite: bool = True,
+    quiet: bool = False,
+) -> dict[str, Any]:
+    """Validate everything, then train tokenizer `preset` and write `out` (checkpoint, log,
+    reconstructions.png, metrics.json). Returns the metrics.
+
+    `dataset` is a loaded training `ImageDataset` or None (then `dataset_spec` is loaded, resized and
+    converted to the tokenizer's size and channels); the held-out metrics use the spec's test split.
+    Used by `train-tokenizer`, and by `genorder train` when it needs a tokenizer first."""
+    from genorder_plugins.vqvae.train import TokenizerTrainConfig, train_tokenizer
+
+    sections = sections or {}
+    tok_opts = {k: v for k, v in sections.get("tokenizer", {}).items() if k != "name"}
+    tok_opts.update({k: v for k, v in (tokenizer_opts or {}).items() if v is not None})
+    train_section = dict(sections.get("train", {}))
+    budget_layers = [train_section.pop("budget", None), sections.get("budget"), budget]
+    bud = build_config(Budget, *budget_layers, section="budget") if any(budget_layers) else Budget(**DEFAULT_BUDGET)
+    tcfg = build_config(TokenizerTrainConfig, train_section, {**(train_opts or {}), "device": device},
+                        {"budget": bud}, section="train")  # fmt: skip
+    torch.manual_seed(tcfg.seed)  # the tokenizer's initialisation
+    tok = registry("tokenizers").create(preset, tok_opts)
+    if not hasattr(tok, "quantizer"):
+        raise UserError(f"tokenizer {preset!r} is not trainable by train-tokenizer (not a multi-scale VQVAE)")
+    if tcfg.device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {tcfg.device}: CUDA is not available on this machine")
+    spec = dataset_spec or (_dataset_spec(dataset) if dataset is not None else DEFAULT_DATASET)
+    if dataset is None:
+        dataset = load_dataset(spec, "train", image_size=tok.image_size, channels=tok.channels)
+    if dataset.channels != tok.channels or dataset.image_size != tok.image_size:
+        raise UserError(
+            f"tokenizer {preset!r} takes {tok.channels}x{tok.image_size}px images, the dataset has "
+            f"{dataset.channels}x{dataset.image_size}px"
+        )
+    if len(dataset) < tcfg.batch_size:
+        raise UserError(f"the dataset has {len(dataset)} images, fewer than the batch size {tcfg.batch_size}")
+    eval_ds = None
+    if spec is not None:
+        try:
+            eval_ds = load_dataset(spec, "test", image_size=tok.image_size, channels=tok.channels)
+        except UserError:
+            eval_ds = None  # no test split: evaluate on training images (metrics.json says so)
+    out = Path(out) if out is not None else Path("runs") / f"tokenizer-{preset}"
+    if not overwrite and (out / "tokenizer.json").exists():
+        raise UserError(f"{out} already holds a tokenizer; pass --overwrite or choose another --out")
+
+    if not quiet:
+        n_params = sum(p.numel() for p in tok.parameters())
+        console.print(
+            f"[bold]{preset}[/bold] · {n_params / 1e6:.2f} M params · scales {list(tok.scales)} · V {tok.codebook_size} · "
+            f"{spec or 'dataset'} ({len(dataset):,} images) · budget {bud.model_dump(exclude_none=True)} -> {out}"
+        )
+    meta = {"dataset": spec or "", "preset": preset}
+    if quiet:
+        return train_tokenizer(tok, dataset, tcfg, out, eval_dataset=eval_ds, meta=meta)
+    with progress_bar(f"train {preset}") as update:
+        def progress(done: int, total: int | None, m: dict) -> None:
+            update(done, total, info=f"loss {m['loss']:.4f} · psnr {m['psnr']:.1f} dB · last-scale use {m['usage_pct'][-1]:.0f}%")
+
+        return train_tokenizer(tok, dataset, tcfg, out, progress=progress, eval_dataset=eval_ds, meta=meta)
+
+
+def metrics_table(m: dict[str, Any], title: str) -> Table:
+    t = Table(title=title)
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    t.add_row(f"PSNR, all {len(m['scales'])} scales ({m['eval_split']}, {m['eval_images']} images)", f"{m['psnr']:.2f} dB")
+    t.add_row(f"PSNR from the first k scales ({m['psnr_per_k_images']} images)",
+              " ".join(f"{v:.1f}" for v in m["psnr_per_k"]))  # fmt: skip
+    t.add_row("codes used per scale, % of V", " ".join(f"{v:.1f}" for v in m["usage_pct"]))
+    t.add_row("codes used per scale, % of possible", " ".join(f"{v:.0f}" for v in m["usage_of_possible_pct"]))
+    t.add_row("dead codes restarted", str(m["codes_restarted"]))
+    t.add_row("steps / images / seconds", f"{m['steps']} / {m['images']:,} / {m['seconds']:.0f}")
+    t.add_row("stopped by", str(m["stopped_by"]))
+    return t
+
+
+TRAIN_HELP = (
+    "Train a (multi-scale) VQVAE tokenizer on a dataset.\n\n"
+    "Writes OUT/tokenizer.safetensors + .json (the checkpoint other commands take), log.jsonl, "
+    "reconstructions.png (originals, then the reconstructions from the first k scales for every k) and "
+    "metrics.json (held-out PSNR per k, codebook usage per scale). Budget limits combine: the run stops "
+    "at the first one reached. Example: genorder train-tokenizer --steps 2000 --set tokenizer.vocab_size=1024"
+)
+
+
+@app.command("train-tokenizer", help=TRAIN_HELP)
+@guarded
+def train_tokenizer_cmd(
+    tokenizer: Annotated[str, Opt(help="tokenizer preset: msvq-fmnist, vq-fmnist, var-256, msvq-tiny, vq-tiny, msvq")] = DEFAULT_PRESET,
+    dataset: Annotated[str, Opt(help="fashion-mnist, shapes, imagefolder:PATH or npz:PATH (resized to the tokenizer)")] = DEFAULT_DATASET,
+    out: Annotated[Optional[Path], Opt(help="output directory (default runs/tokenizer-<preset>)")] = None,
+    steps: Annotated[Optional[int], Opt(help="budget: optimizer steps (with no budget given: 300 steps or 1.5 minutes, whichever comes first)")] = None,
+    images: Annotated[Optional[int], Opt(help="budget: training images seen")] = None,
+    minutes: Annotated[Optional[float], Opt(help="budget: wall-clock minutes")] = None,
+    batch_size: Annotated[Optional[int], Opt(help="images per step (default 32)")] = None,
+    lr: Annotated[Optional[float], Opt(help="peak learning rate (default 3e-4)")] = None,
+    gan: Annotated[Optional[bool], Opt("--gan/--no-gan", help="add a PatchGAN loss after train.gan_start steps (default off)")] = None,
+    seed: Annotated[Optional[int], Opt(help="seed of the initialisation and the data order")] = None,
+    device: Annotated[Optional[str], Opt(help="auto (cuda if available), cpu, cuda, cuda:1")] = None,
+    threads: Annotated[Optional[int], Opt(help=THREADS_HELP)] = None,
+    overwrite: Annotated[bool, Opt(help="replace a tokenizer already in --out")] = False,
+    config: Annotated[Optional[Path], Opt(help="TOML with \\[tokenizer] (name + preset options), \\[train], \\[budget] and \\[data] (name) sections")] = None,
+    set_: Annotated[Optional[list[str]], Opt("--set", help="override: section.key=value, e.g. tokenizer.vocab_size=1024 (repeatable)")] = None,
+) -> None:
+    set_threads(threads)
+    sections = sections_from(config, set_)
+    preset = sections.get("tokenizer", {}).get("name", tokenizer) if tokenizer == DEFAULT_PRESET else tokenizer
+    registry("tokenizers").get(preset)  # unknown preset: a clear error before anything else
+    budget = {"steps": steps, "images": images, "minutes": minutes}
+    budget = {k: v for k, v in budget.items() if v is not None} or None
+    ds_spec = sections.get("data", {}).get("name", dataset) if dataset == DEFAULT_DATASET else dataset
+    metrics = train_tokenizer_run(
+        preset, None, out or Path("runs") / f"tokenizer-{preset}", budget, device=device,
+        dataset_spec=ds_spec, sections=sections,
+        train_opts={"batch_size": batch_size, "lr": lr, "gan": gan, "seed": seed}, overwrite=overwrite,
+    )  # fmt: skip
+    dest = out or Path("runs") / f"tokenizer-{preset}"
+    console.print(metrics_table(metrics, f"tokenizer {preset} on {ds_spec}"))
+    console.print(f"checkpoint {dest / 'tokenizer.safetensors'} · grid {dest / 'reconstructions.png'} · {dest / 'metrics.json'}")
+
+
+@app.command("reconstruct")
+@guarded
+def reconstruct_cmd(
+    tokenizer_ckpt: Annotated[Path, Opt("--tokenizer-ckpt", help="tokenizer checkpoint (stem, .safetensors or .json)")],
+    dataset: Annotated[Optional[str], Opt(help="dataset spec (default: the one the tokenizer was trained on)")] = None,
+    split: Annotated[str, Opt(help="train or test")] = "test",
+    n: Annotated[int, Opt("--n", help="number of images (rows)")] = 8,
+    out: Annotated[Optional[Path], Opt(help="PNG path (default <checkpoint dir>/reconstruct.png)")] = None,
+    scale: Annotated[int, Opt(help="integer upscaling of the PNG")] = 2,
+    device: Annotated[str, Opt(help="auto, cpu, cuda")] = "auto",
+    threads: Annotated[Optional[int], Opt(help=THREADS_HELP)] = None,
+) -> None:
+    """Show what the tokenizer keeps: one row per image, the original, then the reconstruction from
+    the first k scales for k = 1..K (the last column uses every scale)."""
+    from genorder.checkpoint import read_meta
+    from genorder_plugins.vqvae.tokenizer import load_tokenizer
+    from genorder_plugins.vqvae.train import _subset, psnr_per_image, reconstruct_grid, resolve_device
+
+    set_threads(threads)
+    if n < 1:
+        raise UserError(f"--n must be at least 1, got {n}")
+    if scale < 1:
+        raise UserError(f"--scale must be at least 1, got {scale}")
+    if split not in ("train", "test"):
+        raise UserError(f"--split must be train or test, got {split!r}")
+    if out is not None and out.suffix.lower() != ".png":
+        raise UserError(f"--out must be a .png path, got {out}")
+    meta = read_meta(tokenizer_ckpt)
+    tok = load_tokenizer(tokenizer_ckpt, resolve_device(device))
+    spec = dataset or meta.get("dataset") or DEFAULT_DATASET
+    ds = load_dataset(spec, split, image_size=tok.image_size, channels=tok.channels)
+    images = _subset(ds, n)
+    stem = tokenizer_ckpt.with_suffix("") if tokenizer_ckpt.suffix in (".json", ".safetensors") else tokenizer_ckpt
+    path = out or stem.parent / "reconstruct.png"
+    reconstruct_grid(tok, images, path, scale=scale)
+    with torch.no_grad():
+        x = images.to(next(tok.parameters()).device)
+        psnr = float(psnr_per_image(tok.decode(tok.encode(x)), x).mean())
+    console.print(f"wrote {path}: {len(images)} rows x (original + {len(tok.scales)} prefixes) · PSNR {psnr:.2f} dB")

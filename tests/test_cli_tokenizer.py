@@ -1,0 +1,90 @@
+"""`genorder train-tokenizer` and `genorder reconstruct` end to end on a tiny preset."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from genorder_cli.main import app
+
+runner = CliRunner()
+TINY = ["--tokenizer", "msvq-tiny", "--dataset", "shapes", "--set", "tokenizer.channels=3"]
+SMALL_EVAL = ["--set", "train.eval_images=16", "--set", "train.eval_prefix_images=4", "--set", "train.grid_images=2"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_train_tokenizer_then_reconstruct(tmp_path):
+    out = tmp_path / "tok"
+    res = runner.invoke(app, ["train-tokenizer", *TINY, *SMALL_EVAL, "--out", str(out), "--steps", "5",
+                              "--batch-size", "8", "--device", "cpu"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    for name in ("tokenizer.safetensors", "tokenizer.json", "reconstructions.png", "metrics.json", "log.jsonl"):
+        assert (out / name).is_file(), name
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["steps"] == 5 and metrics["images"] == 40 and metrics["eval_split"] == "test"
+    assert len(metrics["psnr_per_k"]) == 3 and len(metrics["usage_pct"]) == 3
+    meta = json.loads((out / "tokenizer.json").read_text())
+    assert meta["name"] == "msvq-tiny" and meta["config"]["channels"] == 3 and meta["dataset"] == "shapes"
+
+    png = tmp_path / "rec.png"
+    res = runner.invoke(app, ["reconstruct", "--tokenizer-ckpt", str(out / "tokenizer"), "--n", "3",
+                              "--out", str(png), "--device", "cpu"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert png.is_file()
+
+    # a second run into the same directory needs --overwrite
+    res = runner.invoke(app, ["train-tokenizer", *TINY, "--out", str(out), "--steps", "1"])
+    assert res.exit_code == 2 and "overwrite" in res.output
+
+
+def test_toml_config_and_nested_overrides(tmp_path):
+    cfg = tmp_path / "tok.toml"
+    cfg.write_text(
+        '[tokenizer]\nname = "vq-tiny"\nchannels = 3\n'
+        "[train]\nbatch_size = 4\neval_images = 4\neval_prefix_images = 2\ngrid_images = 1\n"
+        "[budget]\nsteps = 5\n"
+    )
+    out = tmp_path / "tok"
+    res = runner.invoke(app, ["train-tokenizer", "--dataset", "shapes", "--config", str(cfg), "--out", str(out),
+                              "--set", "train.budget.steps=2", "--set", "budget.steps=2"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["tokenizer"] == "vq-tiny" and metrics["steps"] == 2 and metrics["scales"] == [4]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--steps", "0"],
+        ["--batch-size", "0"],
+        ["--threads", "0"],
+        ["--set", "tokenizer.vocab_size=1"],
+        ["--set", "tokenizer.scales=[1,2]"],
+        ["--set", "train.no_such_key=1"],
+        ["--dataset", "no-such-dataset"],
+        ["--tokenizer", "no-such-preset"],
+    ],
+)
+def test_bad_input_exits_2_and_writes_nothing(tmp_path, args):
+    out = tmp_path / "tok"
+    base = ["train-tokenizer", "--tokenizer", "msvq-tiny", "--dataset", "shapes", "--out", str(out)]
+    res = runner.invoke(app, [*base, *args])
+    assert res.exit_code == 2, res.output
+    assert "error" in res.output
+    assert not out.exists()
+
+
+def test_reconstruct_rejects_a_missing_checkpoint(tmp_path):
+    res = runner.invoke(app, ["reconstruct", "--tokenizer-ckpt", str(tmp_path / "nope"), "--out", str(tmp_path / "x.png")])
+    assert res.exit_code == 2
+    assert not (tmp_path / "x.png").exists()
