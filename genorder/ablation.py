@@ -1,0 +1,425 @@
+"""The VAR ablation table (TABLES.md §1.1) under one budget: row definitions, presets, aggregation
+over seeds and the markdown/JSON table. `genorder ablate` (cli/cmd_ablate.py) runs the rows.
+
+Every trained row goes through the same `train_run` with the same data, tokenizer family, budget
+(images seen), optimizer settings and seed; rows differ only in the options listed in `ROWS`:
+
+| # | row                              | order      | tokens      | AdaLN | qk-norm | depth  | top-k | CFG |
+|---|----------------------------------|------------|-------------|-------|---------|--------|-------|-----|
+| 1 | AR (raster, plain transformer)   | raster     | single-scale| no    | no      | base   | -     | -   |
+| 2 | AR -> VAR (next-scale, plain)    | next-scale | multi-scale | no    | no      | base   | -     | -   |
+| 3 | + AdaLN                          | next-scale | multi-scale | yes   | no      | base   | -     | -   |
+| 4 | + top-k (row 3's model)          | next-scale | multi-scale | yes   | no      | base   | k     | -   |
+| 5 | + CFG (row 3's model)            | next-scale | multi-scale | yes   | no      | base   | k     | 2.0 |
+| 6 | + attention norm (retrained)     | next-scale | multi-scale | yes   | yes     | base   | k     | 2.0 |
+| 7 | + scale up                       | next-scale | multi-scale | yes   | yes     | deep   | k     | 2.0 |
+| 8 | MaskGIT, same budget             | maskgit    | single-scale| no    | no      | base   | -     | -   |
+| 9 | raster over multi-scale tokens   | raster     | multi-scale | no    | no      | base   | -     | -   |
+
+top-k: the paper's 600 of V = 4096 codes, scaled to the tokenizer's V (`top_k_for`). CFG: 2.0, the
+paper's ablation value, with VAR's linear ramp over steps (t_k = 2.0·k/(K-1), VAR_SPEC §4.3; the
+paper does not say which schedule its ablation used). Rows 8 and 9 are not in the paper: 8 puts
+MaskGIT on the plain backbone of rows 1-2; 9 is the order-vs-tokenizer control (row 2's tokens and
+backbone, row 1's order), so 1 -> 9 -> 2 splits the AR -> VAR gain into tokenizer and order.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+
+from genorder.errors import UserError
+
+PAPER_TOP_K, PAPER_V = 600, 4096
+PAPER_CFG = 2.0
+
+
+@dataclass(frozen=True)
+class Row:
+    id: int
+    slug: str
+    title: str
+    order: str
+    tokens: Literal["single", "multi"]  # tokenizer family: single-scale VQ or multi-scale VQ
+    adaln: bool = False
+    qk_norm: bool = False
+    deep: bool = False
+    top_k: bool = False
+    cfg: bool = False
+    order_opts: dict = field(default_factory=dict)
+    reuses: int | None = None  # sampling-only row: the row whose trained model it samples
+    changed: str = ""
+    paper_fid: float | None = None
+    paper_delta: float | None = None
+    paper_params: str | None = None
+    paper_cost: float | None = None
+
+    @property
+    def train_id(self) -> int:
+        """The row whose model this row uses (itself unless sampling-only)."""
+        return self.reuses or self.id
+
+    @property
+    def dirname(self) -> str:
+        return f"r{self.id}-{self.slug}"
+
+
+ROWS: tuple[Row, ...] = (
+    Row(1, "raster", "AR (raster, plain transformer)", "raster", "single",
+        changed="baseline: raster next-token, single-scale tokens", paper_fid=18.65, paper_delta=0.00,
+        paper_params="227M", paper_cost=1.0),
+    Row(2, "next-scale", "AR → VAR (next-scale, plain)", "next-scale", "multi",
+        changed="order + multi-scale tokenizer", paper_fid=5.22, paper_delta=-13.43, paper_params="207M",
+        paper_cost=0.013),
+    Row(3, "adaln", "+ AdaLN", "next-scale", "multi", adaln=True,
+        changed="AdaLN (retrained)", paper_fid=4.95, paper_delta=-13.70, paper_params="310M", paper_cost=0.016),
+    Row(4, "top-k", "+ top-k", "next-scale", "multi", adaln=True, top_k=True, reuses=3,
+        changed="top-k sampling (row 3's model)", paper_fid=4.64, paper_delta=-14.01, paper_params="310M",
+        paper_cost=0.016),
+    Row(5, "cfg", "+ CFG", "next-scale", "multi", adaln=True, top_k=True, cfg=True, reuses=3,
+        changed="CFG 2.0 (row 3's model)", paper_fid=3.60, paper_delta=-15.05, paper_params="310M",
+        paper_cost=0.022),
+    Row(6, "qk-norm", "+ attention norm", "next-scale", "multi", adaln=True, qk_norm=True, top_k=True, cfg=True,
+        changed="q/k L2 norm (retrained)", paper_fid=3.30, paper_delta=-15.35, paper_params="310M",
+        paper_cost=0.022),
+    Row(7, "scale-up", "+ scale up", "next-scale", "multi", adaln=True, qk_norm=True, deep=True, top_k=True,
+        cfg=True, changed="deeper and wider (retrained)", paper_fid=1.73, paper_delta=-16.85,
+        paper_params="2.0B", paper_cost=0.052),
+    Row(8, "maskgit", "MaskGIT, same budget", "maskgit", "single",
+        changed="order: masked parallel decoding (not in the paper's ablation)"),
+    Row(9, "raster-ms", "raster over multi-scale tokens", "raster", "multi", order_opts={"multiscale": True},
+        changed="row 1's order on row 2's tokens (control; not in the paper)"),
+)  # fmt: skip
+
+ROW_IDS = tuple(r.id for r in ROWS)
+
+
+def row_by_id(i: int) -> Row:
+    for r in ROWS:
+        if r.id == i:
+            return r
+    raise UserError(f"no ablation row {i}; rows are {', '.join(map(str, ROW_IDS))}")
+
+
+def select_rows(spec: str) -> list[Row]:
+    """"all" or a comma-separated list of row numbers ("1,2,3") -> rows in table order."""
+    spec = (spec or "").strip().lower()
+    if spec == "all":
+        return list(ROWS)
+    ids = set()
+    for part in spec.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if not part.isdigit() or int(part) not in ROW_IDS:
+            raise UserError(f"--rows: {part!r} is not a row number; use 'all' or numbers from {', '.join(map(str, ROW_IDS))}")
+        ids.add(int(part))
+    if not ids:
+        raise UserError("--rows is empty; use 'all' or e.g. 1,2,3")
+    return [r for r in ROWS if r.id in ids]
+
+
+def parse_seeds(spec: str) -> list[int]:
+    out = []
+    for part in (spec or "").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            s = int(part)
+        except ValueError:
+            raise UserError(f"--seeds: {part!r} is not an integer") from None
+        if s < 0:
+            raise UserError(f"--seeds: seeds must be >= 0, got {s}")
+        if s not in out:
+            out.append(s)
+    if not out:
+        raise UserError("--seeds is empty; e.g. --seeds 0,1")
+    return out
+
+
+def top_k_for(vocab: int) -> int:
+    """The paper's top-k 600 of V = 4096, scaled to this tokenizer's V (at least 1)."""
+    return max(1, round(PAPER_TOP_K * vocab / PAPER_V))
+
+
+# -- presets ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Everything that is the same for every row: data, tokenizers, budget, optimizer, evaluation."""
+
+    name: str
+    dataset: str | None  # dataset spec; None: the CLI builds a small 16 px shapes .npz (tiny)
+    tokenizers: dict[str, tuple[str, dict]]  # family ("single"/"multi") -> (registry name, options)
+    tokenizer_steps: int
+    tokenizer_batch: int
+    depth: int
+    deep_depth: int
+    budget: dict  # identical for every trained row, e.g. {"images": 192_000}
+    train: dict  # TrainConfig options (batch_size, lr, ...) identical for every row
+    backbone: dict = field(default_factory=dict)  # extra BackboneConfig options for every row
+    n_eval: int = 1000  # generated images per row and seed for the metrics
+    ref_n: int | None = None  # reference images (test split); None: all
+    extractor: str = "genorder-inception-fid"
+    eval_batch: int = 100  # generation batch for the eval samples
+    time_batch: int = 64  # batch of the inference-cost measurement
+    time_repeats: int = 5
+    maskgit_steps: int = 8
+    bootstrap: int = 100
+    kid_subsets: int = 100
+    samples_per_class: int = 8
+    seeds: str = "0,1"
+    note: str = ""
+
+    def describe(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+PRESETS: dict[str, Preset] = {
+    # Whole pipeline on a CPU in seconds: the numbers mean nothing about quality.
+    "tiny": Preset(
+        name="tiny",
+        dataset=None,
+        tokenizers={"multi": ("msvq-tiny", {"channels": 3}), "single": ("vq-tiny", {"channels": 3})},
+        tokenizer_steps=20,
+        tokenizer_batch=16,
+        depth=1,
+        deep_depth=2,
+        budget={"images": 96},
+        train={"batch_size": 16, "lr": 1e-3, "log_every": 5},
+        backbone={"drop_path": 0.0},
+        n_eval=32,
+        ref_n=256,
+        extractor="genorder-tiny-random",
+        eval_batch=32,
+        time_batch=8,
+        time_repeats=3,
+        maskgit_steps=4,
+        bootstrap=20,
+        kid_subsets=10,
+        samples_per_class=4,
+        seeds="0",
+        note="pipeline check only: 16 px shapes, depth 1-2, 6 optimizer steps, a random-feature 'FID'",
+    ),
+    # Sized for one H100: see docs/ABLATION.md for the budget estimate.
+    "fmnist": Preset(
+        name="fmnist",
+        dataset="fashion-mnist",
+        tokenizers={"multi": ("msvq-fmnist", {}), "single": ("vq-fmnist", {})},
+        tokenizer_steps=3000,
+        tokenizer_batch=64,
+        depth=6,
+        deep_depth=10,
+        budget={"images": 102_400},
+        train={"batch_size": 128, "lr": 6e-4, "log_every": 50, "checkpoint_every": 200},
+        n_eval=1000,
+        ref_n=10_000,
+        eval_batch=250,
+        time_batch=64,
+        time_repeats=5,
+        maskgit_steps=8,
+        bootstrap=100,
+        kid_subsets=100,
+        samples_per_class=8,
+        seeds="0,1",
+        note="Fashion-MNIST 32 px, d6 (d10 for row 7), 800 steps of 128 images (1.7 epochs) per row",
+    ),
+    # The fmnist pipeline at a size a 2-core CPU trains in about half an hour: a smoke-scale check of
+    # the real data, tokenizers and Inception FID, not a reproduction (150 steps per row).
+    "fmnist-cpu": Preset(
+        name="fmnist-cpu",
+        dataset="fashion-mnist",
+        tokenizers={"multi": ("msvq-fmnist", {}), "single": ("vq-fmnist", {})},
+        tokenizer_steps=300,
+        tokenizer_batch=32,
+        depth=2,
+        deep_depth=3,
+        budget={"images": 4_800},
+        train={"batch_size": 32, "lr": 1e-3, "log_every": 10},
+        n_eval=200,
+        ref_n=1_000,
+        eval_batch=100,
+        time_batch=16,
+        time_repeats=3,
+        maskgit_steps=8,
+        bootstrap=50,
+        kid_subsets=50,
+        samples_per_class=8,
+        seeds="0",
+        note="CPU smoke scale: d2 (d3 for row 7), 150 steps of 32 images per row, 300-step tokenizers, "
+        "200 samples per row; far too small to say anything about the paper's deltas",
+    ),
+}
+
+
+def get_preset(name: str) -> Preset:
+    if name not in PRESETS:
+        raise UserError(f"unknown ablation preset {name!r}; available: {', '.join(PRESETS)}")
+    return PRESETS[name]
+
+
+def train_options(row: Row, preset: Preset, seed: int, device: str | None = None) -> dict[str, Any]:
+    """Keyword arguments of `train_run` for a trained row (without the tokenizer and paths).
+
+    Only `order_name`, `order_opts`, `backbone_opts` (adaln, qk_norm) and `depth` differ between rows."""
+    if row.reuses is not None:
+        raise ValueError(f"row {row.id} is sampling-only; train row {row.reuses} instead")
+    order_opts = dict(row.order_opts)
+    if row.order == "maskgit":
+        order_opts["steps"] = preset.maskgit_steps
+    return {
+        "order_name": row.order,
+        "depth": preset.deep_depth if row.deep else preset.depth,
+        "budget": dict(preset.budget),
+        "backbone_opts": {**preset.backbone, "adaln": row.adaln, "qk_norm": row.qk_norm},
+        "train_opts": {**preset.train, "seed": seed, "device": device},
+        "order_opts": order_opts,
+    }
+
+
+def sampler_options(row: Row, vocab: int) -> dict[str, Any]:
+    """StandardSampler options of a row: top-k and CFG on or off, nothing else."""
+    return {
+        "top_k": top_k_for(vocab) if row.top_k else 0,
+        "cfg": PAPER_CFG if row.cfg else 0.0,
+        "cfg_schedule": "linear",
+        "top_p": 0.0,
+        "temperature": 1.0,
+    }
+
+
+# -- inference cost -------------------------------------------------------------------------------
+
+
+def time_generation(run, sampler, batch: int, repeats: int = 5, seed: int = 0) -> dict[str, Any]:
+    """Seconds per image of `generate_images` (all generation steps, then the decode to pixels) at a
+    fixed batch: the median of `repeats` timed calls after 2 warm-up calls (`genorder.timing.time_fn`,
+    the same helper `genorder bench` uses; CUDA events on a GPU)."""
+    from genorder.data import class_balanced_labels
+    from genorder.sampling import generate_images
+    from genorder.timing import time_fn
+
+    device = next(run.model.parameters()).device
+    labels = class_balanced_labels(run.model.num_classes, batch)
+    t = time_fn(lambda: generate_images(run, labels, sampler, seed=seed, batch_size=batch), device, warmup=2, repeats=repeats)
+    return {"batch": batch, "repeats": repeats, "seconds_per_batch": t.median_s, "seconds_per_image": t.median_s / batch,
+            "all_s": list(t.all_s), "clock": t.clock, "device": str(device),
+            "method": "genorder.timing.time_fn: median, 2 warm-up calls", "includes_decode": True}  # fmt: skip
+
+
+# -- aggregation and the table --------------------------------------------------------------------
+
+
+def mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    vals = [v for v in values if v is not None and math.isfinite(v)]
+    if not vals:
+        return None, None
+    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else None)
+
+
+METRIC_KEYS = ("fid", "kid_mean", "precision", "recall")
+
+
+def aggregate(rows: list[Row], results: dict[int, dict[int, dict]], seeds: list[int]) -> list[dict[str, Any]]:
+    """Per row: mean ± std over seeds of each metric, Δ FID against row 1 paired by seed, the
+    bootstrap interval (single seed), params, steps and the relative inference cost.
+
+    `results[row_id][seed]` holds {"eval": eval.json or None, "timing": ..., "model": ..., ...}."""
+    base = results.get(1, {})
+    base_time = next((v["timing"]["seconds_per_image"] for v in base.values() if v.get("timing")), None)
+    out = []
+    for row in rows:
+        per_seed = results.get(row.id, {})
+        evals = {s: (per_seed.get(s) or {}).get("eval") for s in seeds}
+        metrics = {}
+        for key in METRIC_KEYS:
+            metrics[key] = mean_std([e["metrics"].get(key) for e in evals.values() if e])
+        deltas = []
+        for s, e in evals.items():
+            b = (base.get(s) or {}).get("eval")
+            if e and b and e["metrics"].get("fid") is not None and b["metrics"].get("fid") is not None:
+                deltas.append(e["metrics"]["fid"] - b["metrics"]["fid"])
+        boot = [e["metrics"].get("fid_bootstrap") for e in evals.values() if e and e["metrics"].get("fid_bootstrap")]
+        info = next((v for v in per_seed.values() if v), {})
+        timing = next((v["timing"] for v in per_seed.values() if v and v.get("timing")), None)
+        cost = timing["seconds_per_image"] / base_time if timing and base_time else None
+        out.append({
+            "row": row.id, "title": row.title, "order": row.order, "changed": row.changed,
+            "params": info.get("params"), "depth": info.get("depth"), "gen_steps": info.get("gen_steps"),
+            "train_steps": info.get("train_steps"), "train_images": info.get("train_images"),
+            "sampler": info.get("sampler"), "ms_per_image": timing["seconds_per_image"] * 1e3 if timing else None,
+            "cost": cost, "seeds_evaluated": sum(1 for e in evals.values() if e),
+            **{k: {"mean": m, "std": sd} for k, (m, sd) in metrics.items()},
+            "delta_fid": dict(zip(("mean", "std"), mean_std(deltas))),
+            "fid_ci95": boot[0]["ci95"] if len(boot) == 1 else None,
+            "paper_fid": row.paper_fid, "paper_delta": row.paper_delta, "paper_params": row.paper_params,
+            "paper_cost": row.paper_cost, "samples": info.get("samples_png"),
+        })  # fmt: skip
+    return out
+
+
+def _pm(m: dict | None, fmt: str = "{:.2f}", scale: float = 1.0) -> str:
+    if not m or m.get("mean") is None:
+        return "—"
+    s = fmt.format(m["mean"] * scale)
+    if m.get("std") is not None:
+        s += " ± " + fmt.replace("+", "").format(m["std"] * scale)
+    return s
+
+
+def _num(x: float | None, fmt: str) -> str:
+    return "—" if x is None else fmt.format(x)
+
+
+def _params(n: int | None) -> str:
+    if n is None:
+        return "—"
+    return f"{n / 1e6:.2f}M" if n >= 1e5 else f"{n / 1e3:.1f}k"
+
+
+def render_markdown(table: list[dict[str, Any]], header: dict[str, Any], out_dir: Path) -> str:
+    """ABLATION.md: what was run, the table beside the paper's numbers, links to sample grids."""
+    lines = [f"# Ablation: {header['preset']} preset", ""]
+    lines.append(f"- command: `{header['command']}`")
+    lines.append(f"- date: {header['date']} · device: {header['device']} · seeds: {header['seeds']}")
+    lines.append(f"- data: {header['dataset']} · tokenizers: {header['tokenizers']}")
+    lines.append(f"- budget per trained row: {header['budget']} · optimizer: {header['train']}")
+    lines.append(f"- evaluation: {header['evaluation']}")
+    if header.get("note"):
+        lines.append(f"- note: {header['note']}")
+    if header.get("pending"):
+        lines.append(f"- **pending**: {header['pending']}")
+    lines += ["", "KID ×10³. ± is the std over seeds; with one seed, FID shows the bootstrap 95% interval "
+              "over the generated set. Cost: time per image (tokens + decode) relative to row 1, measured "
+              "once per row at a fixed batch. Δ FID is against row 1, paired by seed.", ""]
+    cols = ["#", "row", "params", "gen steps", "train steps", "cost", "FID", "KID×10³", "precision",
+            "recall", "Δ FID", "paper FID", "paper Δ", "samples"]  # fmt: skip
+    lines.append("| " + " | ".join(cols) + " |")
+    lines.append("|" + "---|" * len(cols))
+    for r in table:
+        fid = _pm(r["fid"])
+        if r.get("fid_ci95") and r["fid"].get("std") is None and r["fid"].get("mean") is not None:
+            lo, hi = r["fid_ci95"]
+            fid += f" [{lo:.2f}, {hi:.2f}]"
+        link = "—"
+        if r.get("samples"):
+            rel = Path(r["samples"])
+            try:
+                rel = rel.relative_to(out_dir)
+            except ValueError:
+                pass
+            link = f"[png]({rel.as_posix()})"
+        lines.append("| " + " | ".join([
+            str(r["row"]), r["title"], _params(r["params"]), _num(r["gen_steps"], "{}"), _num(r["train_steps"], "{}"),
+            _num(r["cost"], "{:.3f}"), fid, _pm(r["kid_mean"], scale=1e3), _pm(r["precision"], "{:.3f}"),
+            _pm(r["recall"], "{:.3f}"), _pm(r["delta_fid"], "{:+.2f}"), _num(r["paper_fid"], "{:.2f}"),
+            _num(r["paper_delta"], "{:+.2f}"), link,
+        ]) + " |")  # fmt: skip
+    lines += ["", "Rows: " + "; ".join(f"{r['row']}: {r['changed']}" for r in table), ""]
+    return "\n".join(lines)

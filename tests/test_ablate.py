@@ -1,0 +1,220 @@
+"""`genorder ablate`: the row definitions (one budget, rows differ only where the paper's did), the
+aggregation, and the `tiny` preset end to end through the CLI (train, sample, time, score, table),
+its row-by-row resume and the --no-eval / --eval-only split."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+pytest.importorskip("torch_fidelity")
+
+from genorder import ablation as A  # noqa: E402
+from genorder.errors import UserError  # noqa: E402
+from genorder_cli.main import app  # noqa: E402
+
+TRAINED_FILES = ("model.safetensors", "model.json", "optim.safetensors")
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(app, ["ablate", "--preset", "tiny", *args], terminal_width=200)
+
+
+# -- rows and options --------------------------------------------------------------------------
+
+
+def test_rows_differ_only_in_what_the_paper_changed():
+    p = A.get_preset("fmnist")
+    trained = [r for r in A.ROWS if r.reuses is None]
+    opts = {r.id: A.train_options(r, p, seed=3) for r in trained}
+    for o in opts.values():  # one budget, one optimizer, one seed
+        assert o["budget"] == p.budget and o["train_opts"] == {**p.train, "seed": 3, "device": None}
+    bb = {i: o["backbone_opts"] for i, o in opts.items()}
+    assert (bb[1]["adaln"], bb[1]["qk_norm"]) == (False, False)
+    assert bb[2] == bb[1] and opts[2]["order_name"] == "next-scale"
+    assert bb[3] == {**bb[2], "adaln": True}
+    assert bb[6] == {**bb[3], "qk_norm": True}
+    assert bb[7] == bb[6] and opts[7]["depth"] > opts[6]["depth"]
+    assert {opts[i]["depth"] for i in opts if i != 7} == {p.depth}
+    assert opts[9]["order_opts"] == {"multiscale": True} and A.row_by_id(9).tokens == "multi"
+    assert opts[8]["order_opts"] == {"steps": p.maskgit_steps} and bb[8] == bb[1]
+    with pytest.raises(ValueError):
+        A.train_options(A.row_by_id(4), p, 0)  # sampling-only rows are not trained
+
+
+def test_sampler_options_top_k_and_cfg():
+    assert A.top_k_for(4096) == 600 and A.top_k_for(64) == 9 and A.top_k_for(2) == 1
+    s = {r.id: A.sampler_options(r, 4096) for r in A.ROWS}
+    assert s[3] == s[1] == {"top_k": 0, "cfg": 0.0, "cfg_schedule": "linear", "top_p": 0.0, "temperature": 1.0}
+    assert s[4] == {**s[3], "top_k": 600}
+    assert s[5] == s[6] == s[7] == {**s[4], "cfg": 2.0}
+    assert A.row_by_id(4).train_id == A.row_by_id(5).train_id == 3
+
+
+def test_row_and_seed_parsing():
+    assert [r.id for r in A.select_rows("all")] == list(range(1, 10))
+    assert [r.id for r in A.select_rows(" 3,1 ,3")] == [1, 3]
+    for bad in ("0", "10", "x", "1,-2", "", ","):
+        with pytest.raises(UserError):
+            A.select_rows(bad)
+    assert A.parse_seeds("1,0,1") == [1, 0]
+    for bad in ("", "a", "-1"):
+        with pytest.raises(UserError):
+            A.parse_seeds(bad)
+    with pytest.raises(UserError, match="unknown ablation preset"):
+        A.get_preset("imagenet")
+
+
+def test_aggregate_means_stds_and_paired_deltas():
+    def ev(fid):
+        return {"eval": {"metrics": {"fid": fid, "kid_mean": 0.01, "precision": 0.5, "recall": 0.4}},
+                "timing": {"seconds_per_image": 0.5}, "params": 10}  # fmt: skip
+
+    results = {1: {0: ev(10.0), 1: ev(12.0)}, 2: {0: ev(4.0), 1: ev(8.0)}}
+    table = A.aggregate([A.row_by_id(1), A.row_by_id(2), A.row_by_id(3)], results, [0, 1])
+    r1, r2, r3 = table
+    assert r1["fid"]["mean"] == 11.0 and r1["fid"]["std"] == pytest.approx(2**0.5)
+    assert r2["delta_fid"]["mean"] == -5.0 and r2["delta_fid"]["std"] == pytest.approx(2**0.5)
+    assert r2["cost"] == 1.0 and r2["paper_fid"] == 5.22
+    assert r3["fid"]["mean"] is None and r3["seeds_evaluated"] == 0
+    md = A.render_markdown(table, {"preset": "t", "command": "c", "date": "d", "device": "cpu", "seeds": [0, 1],
+                                   "dataset": "x", "tokenizers": "y", "budget": {}, "train": {},
+                                   "evaluation": "e"}, Path("."))  # fmt: skip
+    assert "11.00 ± 1.41" in md and "-5.00 ± 1.41" in md and "| 3 | + AdaLN |" in md
+
+
+# -- the tiny preset end to end -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module", autouse=True)
+def single_thread():
+    """At these sizes threads only add synchronisation; on a shared 2-core machine two threads per
+    process made the tiny pipeline several times slower than one (78 s against > 5 min, load 9)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, single_thread):
+    root = tmp_path_factory.mktemp("ablate")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("GENORDER_FID_CACHE", str(root / "fid-cache"))
+    mp.chdir(root)  # nothing may be written outside --out and the cache
+    out = root / "out"
+    result = invoke("--out", str(out))
+    yield root, out, result
+    mp.undo()
+
+
+def test_tiny_preset_writes_the_whole_table(tiny_run):
+    root, out, result = tiny_run
+    assert result.exit_code == 0, result.output
+    md = (out / "ABLATION.md").read_text()
+    for row in A.ROWS:
+        assert f"| {row.id} | {row.title} |" in md
+        link = f"seed0/{row.dirname}/samples.png"
+        assert f"[png]({link})" in md and (out / link).is_file()
+    data = json.loads((out / "ablation.json").read_text())
+    assert [r["row"] for r in data["rows"]] == list(range(1, 10))
+    for r in data["rows"]:
+        assert r["fid"]["mean"] is not None and r["fid_ci95"] is not None
+        assert r["kid_mean"]["mean"] is not None and r["precision"]["mean"] is not None
+        assert r["cost"] is not None and r["params"] > 0 and r["gen_steps"] >= 1
+    assert data["rows"][0]["cost"] == 1.0 and data["rows"][0]["delta_fid"]["mean"] == 0.0
+    by = {r["row"]: r for r in data["rows"]}
+    assert by[4]["params"] == by[3]["params"] and by[7]["params"] > by[6]["params"]
+    assert by[2]["gen_steps"] == 3 and by[1]["gen_steps"] == 16 and by[9]["gen_steps"] == 21
+    # rows 4 and 5 sample row 3's model; they train nothing
+    for rid in (4, 5):
+        d = out / "seed0" / A.row_by_id(rid).dirname
+        assert not (d / "model.json").exists() and (d / "eval.json").is_file()
+    ev = json.loads((out / "seed0/r5-cfg/eval.json").read_text())
+    assert ev["sampler"]["cfg"] == 2.0 and ev["sampler"]["top_k"] == 9 and ev["n"] == 32 and ev["seed"] == 0
+    assert sorted(p.name for p in root.iterdir()) == ["fid-cache", "out"]
+
+
+def test_rerun_does_not_retrain_or_rescore(tiny_run):
+    root, out, first = tiny_run
+    assert first.exit_code == 0
+    watched = [p for p in out.glob("seed0/*/*") if p.name in (*TRAINED_FILES, "eval.json", "samples.npz")]
+    watched += list(out.glob("tokenizers/*/tokenizer.safetensors"))
+    before = {p: p.stat().st_mtime_ns for p in watched}
+    assert len([p for p in before if p.name == "model.safetensors"]) == 7
+    mp = pytest.MonkeyPatch()
+    mp.setenv("GENORDER_FID_CACHE", str(root / "fid-cache"))
+    try:
+        result = invoke("--out", str(out))
+    finally:
+        mp.undo()
+    assert result.exit_code == 0, result.output
+    assert result.output.count("not retraining") == 7
+    assert result.output.count("not re-scoring") == 9
+    assert {p: p.stat().st_mtime_ns for p in watched} == before
+
+
+def test_eval_only_on_a_copy_without_weights(tiny_run, tmp_path, monkeypatch):
+    """The GPU -> CPU split: score samples.npz in a copy of OUT that has no .safetensors files."""
+    _, out, first = tiny_run
+    assert first.exit_code == 0
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy, ignore=shutil.ignore_patterns("*.safetensors", "eval.json", "ABLATION.md"))
+    monkeypatch.setenv("GENORDER_FID_CACHE", str(tmp_path / "cache"))
+    result = invoke("--out", str(copy), "--eval-only")
+    assert result.exit_code == 0, result.output
+    orig = json.loads((out / "ablation.json").read_text())["rows"]
+    again = json.loads((copy / "ablation.json").read_text())["rows"]
+    assert [r["fid"]["mean"] for r in again] == pytest.approx([r["fid"]["mean"] for r in orig], rel=1e-6)
+    assert "pending" not in (copy / "ABLATION.md").read_text()
+
+
+def test_a_copy_without_weights_resumes_and_retrains_only_what_it_must(tiny_run, tmp_path, monkeypatch):
+    """The sliced GPU workflow: OUT comes back without the rows' weights (tokenizers included)."""
+    _, out, first = tiny_run
+    assert first.exit_code == 0
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    for f in copy.glob("seed*/*/*.safetensors"):
+        f.unlink()
+    shutil.rmtree(copy / "seed0" / "r4-top-k")  # a row that still needs row 3's model
+    monkeypatch.setenv("GENORDER_FID_CACHE", str(tmp_path / "cache"))
+    result = invoke("--out", str(copy))
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())  # rich wraps long lines
+    assert text.count("not retraining") == 6
+    assert "row 3 seed 0: " in text and "has no weights and rows left to sample; retraining" in text
+    assert (copy / "seed0/r3-adaln/model.safetensors").is_file()
+    assert not (copy / "seed0/r1-raster/model.safetensors").exists()
+    ev = json.loads((copy / "seed0/r4-top-k/eval.json").read_text())
+    assert ev["sampler"]["top_k"] == 9
+
+
+def test_no_eval_leaves_metrics_pending_and_eval_only_needs_samples(tmp_path, monkeypatch):
+    monkeypatch.setenv("GENORDER_FID_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "out"
+    r = invoke("--out", str(out), "--rows", "2", "--eval-only")
+    assert r.exit_code == 2 and "no samples to score" in r.output and not out.exists()
+    r = invoke("--out", str(out), "--rows", "8", "--no-eval")
+    assert r.exit_code == 0, r.output
+    d = out / "seed0" / "r8-maskgit"
+    assert (d / "samples.npz").is_file() and (d / "timing.json").is_file() and not (d / "eval.json").exists()
+    assert "**pending**" in (out / "ABLATION.md").read_text()
+    r = invoke("--out", str(out), "--rows", "8", "--images", "32")
+    assert r.exit_code == 2 and "other settings (budget)" in r.output
+
+
+def test_bad_options_exit_2_and_write_nothing(tmp_path):
+    out = tmp_path / "out"
+    for args in (["--rows", "1,12"], ["--rows", "abc"], ["--seeds", "x"], ["--no-eval", "--eval-only"], ["--n", "1"]):
+        r = invoke("--out", str(out), *args)
+        assert r.exit_code == 2, (args, r.output)
+        assert "error:" in r.output
+    r = CliRunner().invoke(app, ["ablate", "--preset", "imagenet", "--out", str(out)])
+    assert r.exit_code == 2 and "unknown ablation preset" in r.output
+    assert not out.exists()
