@@ -41,7 +41,8 @@ def compare(
     images: Annotated[Optional[int], Opt(help="budget: images seen (per order)")] = None,
     minutes: Annotated[Optional[float], Opt(help="budget: wall-clock minutes (per order)")] = None,
     flops: Annotated[Optional[float], Opt(help="budget: training FLOPs (per order)")] = None,
-    batch_size: Annotated[Optional[int], Opt(help="images per step (default 64)")] = None,
+    batch_size: Annotated[Optional[int], Opt(help="images per step (default 32 on a CPU, 128 on a GPU)")] = None,
+    lr: Annotated[Optional[float], Opt(help="peak learning rate (default 1e-3 on a CPU, 4e-4 on a GPU: short-budget values)")] = None,
     tokenizer_steps: Annotated[Optional[int], Opt(help="steps for each tokenizer trained first (default 400 CPU / 3000 GPU)")] = None,
     tokenizer_minutes: Annotated[Optional[float], Opt(help="cap in minutes on each tokenizer trained first (default 2 on a CPU, none on a GPU)")] = None,
     cfg: Annotated[float, Opt(help="CFG strength used for every order's samples (0 = off)")] = 0.0,
@@ -62,7 +63,11 @@ def compare(
     depth = depth or (16 if gpu else 2)
     budget = {"steps": steps, "images": images, "minutes": minutes, "flops": flops}
     if all(v is None for v in budget.values()):
-        budget = {"minutes": 5.0} if gpu else {"images": 9600}
+        budget = {"minutes": 5.0} if gpu else {"images": 6400}
+    # Short-budget defaults: VAR's lr rule (1e-4 per 256 images) is tuned for hundreds of epochs and
+    # barely moves a small model in a few hundred steps; these runs use a higher peak lr instead.
+    batch_size = batch_size or (128 if gpu else 32)
+    lr = lr or (4e-4 if gpu else 1e-3)
     tok_steps = tokenizer_steps or (3000 if gpu else 400)
     tok_minutes = tokenizer_minutes if tokenizer_minutes is not None else (None if gpu else 2.0)
     sampler_opts = {"cfg": cfg, "top_k": top_k}
@@ -75,7 +80,7 @@ def compare(
         else:
             train_run(
                 name, run_dir, dataset_spec=dataset, tokenizer_steps=tok_steps, tokenizer_minutes=tok_minutes, depth=depth, budget=budget,
-                train_opts={"batch_size": batch_size, "seed": seed, "device": device},
+                train_opts={"batch_size": batch_size, "lr": lr, "seed": seed, "device": device},
                 sampler_opts=sampler_opts, resume=(run_dir / "model.json").exists(), samples_per_class=per_class,
             )
         r = load_run(run_dir, dev)
@@ -107,6 +112,7 @@ def compare(
                   f"{r_['train_seconds']:.0f}", f"{r_['final_loss']:.3f}", f"{r_['sample_ms_per_image']:.1f}")
     console.print(t)
     png = side_by_side([r_["grid"] for r_ in rows], [r_["order"] for r_ in rows], out / "comparison.png")
-    write_json(out / "comparison.json", {"depth": depth, "budget": budget, "dataset": dataset, "device": str(dev),
+    write_json(out / "comparison.json", {"depth": depth, "budget": budget, "batch_size": batch_size, "lr": lr,
+                                         "dataset": dataset, "device": str(dev),
                                          "sampler": sampler_opts, "rows": rows})
     console.print(f"wrote {png} and {out / 'comparison.json'}")

@@ -61,7 +61,11 @@ def resolve_tokenizer(
     )
     from genorder_cli.cmd_tokenizer import train_tokenizer_run
 
-    train_tokenizer_run(name, dataset, stem.parent, budget, device=str(device), dataset_spec=dataset_spec)
+    m = train_tokenizer_run(name, dataset, stem.parent, budget, device=str(device), dataset_spec=dataset_spec)
+    console.print(
+        f"tokenizer {name}: {m['steps']} steps, {m['eval_split']} PSNR {m['psnr']:.2f} dB, "
+        f"codes used at the last scale {m['usage_pct'][-1]:.0f}% (grid: {stem.parent / 'reconstructions.png'})"
+    )
     tok, _ = load_tokenizer(stem, device)
     return tok, stem
 

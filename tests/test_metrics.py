@@ -8,7 +8,6 @@ import importlib.util
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import Dataset
 
 torch_fidelity = pytest.importorskip("torch_fidelity")
 
@@ -22,17 +21,6 @@ def images(n: int, seed: int, channels: int = 3, size: int = 16, shift: int = 0)
     low = torch.rand(n, channels, 4, 4, generator=g)
     x = torch.nn.functional.interpolate(low, size=size, mode="bilinear", align_corners=False) * 200
     return (x + shift).round().clamp(0, 255).to(torch.uint8)
-
-
-class Items(Dataset):
-    def __init__(self, x: torch.Tensor) -> None:
-        self.x = x
-
-    def __len__(self) -> int:
-        return len(self.x)
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        return self.x[i]
 
 
 def fast(**kw):
@@ -87,7 +75,7 @@ def test_compute_metrics_equals_a_direct_calculate_metrics_call():
     fake, real = images(60, 2, shift=20), images(70, 3)
     ours = M.compute_metrics(fake, real, **fast(seed=7))
     ref = torch_fidelity.calculate_metrics(
-        input1=Items(fake), input2=Items(real), feature_extractor=M.TINY, fid=True, kid=True, prc=True,
+        input1=M._Rows(fake), input2=M._Rows(real), feature_extractor=M.TINY, fid=True, kid=True, prc=True,
         cuda=False, cache=False, verbose=False, save_cpu_ram=True, kid_subset_size=60, kid_subsets=5, rng_seed=7,
     )  # fmt: skip
     assert ours["fid"] == pytest.approx(ref[torch_fidelity.KEY_METRIC_FID], rel=1e-6)
