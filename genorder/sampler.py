@@ -109,6 +109,8 @@ class Sampler:
 
 
 class StandardSampler(Sampler):
+    """Temperature, top-k, top-p and classifier-free guidance (linear ramp or constant), seeded draws."""
+
     class Config(ComponentConfig):
         temperature: float = Field(1.0, gt=0.0, description="softmax temperature (logits / T)")
         top_k: int = Field(0, ge=0, description="keep the k most likely tokens; 0 = off")

@@ -49,7 +49,7 @@ def preset(name: str, class_name: str, doc: str, **defaults: Any) -> type[MultiS
         info.default = value
         fields[key] = (base[key].annotation, info)
     config = create_model(f"{class_name}Config", __base__=MultiScaleVQVAEConfig, __doc__=doc, **fields)
-    return type(class_name, (MultiScaleVQVAE,), {"Config": config, "registry_name": name, "__doc__": doc})
+    return type(class_name, (MultiScaleVQVAE,), {"Config": config, "registry_name": name, "__doc__": doc, "__module__": __name__})
 
 
 _FMNIST = dict(image_size=32, channels=1, ch=32, ch_mult=(1, 2), attn=False, mid_attn=True,

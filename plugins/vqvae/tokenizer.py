@@ -76,6 +76,8 @@ class MultiScaleVQVAEConfig(ComponentConfig):
 
 
 class MultiScaleVQVAE(Tokenizer):
+    """VAR's multi-scale residual VQVAE (defaults: the 256 px release, 10 scales, V 4096, 108.95M params)."""
+
     Config: ClassVar[type[MultiScaleVQVAEConfig]] = MultiScaleVQVAEConfig
     registry_name: ClassVar[str] = "msvq"
 
