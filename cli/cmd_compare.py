@@ -16,6 +16,7 @@ from genorder.checkpoint import read_meta
 from genorder.data import class_balanced_labels
 from genorder.errors import UserError
 from genorder.images import side_by_side
+from genorder.plot import line_plot
 from genorder.registry import registry
 from genorder.runs import load_run, write_json
 from genorder.sampling import generate_images
@@ -25,6 +26,16 @@ from genorder_cli.cmd_train import train_run
 from genorder_cli.common import make_sampler
 
 Opt = typer.Option
+
+
+def _loss_curve(run_dir: Path) -> list[tuple[float, float]]:
+    """(images seen, loss) from a run's log.jsonl."""
+    pts = []
+    for line in (run_dir / "log.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        if "loss" in rec and "images" in rec:
+            pts.append((float(rec["images"]), float(rec["loss"])))
+    return pts
 
 
 def _finished(run_dir: Path) -> bool:
@@ -112,7 +123,11 @@ def compare(
                   f"{r_['train_seconds']:.0f}", f"{r_['final_loss']:.3f}", f"{r_['sample_ms_per_image']:.1f}")
     console.print(t)
     png = side_by_side([r_["grid"] for r_ in rows], [r_["order"] for r_ in rows], out / "comparison.png")
+    curves = line_plot(
+        {r_["order"]: _loss_curve(out / r_["order"]) for r_ in rows}, out / "loss_curves.png",
+        f"training loss (cross-entropy per token), depth {depth}, {dataset}", "training images seen", "loss",
+    )  # fmt: skip
     write_json(out / "comparison.json", {"depth": depth, "budget": budget, "batch_size": batch_size, "lr": lr,
                                          "dataset": dataset, "device": str(dev),
                                          "sampler": sampler_opts, "rows": rows})
-    console.print(f"wrote {png} and {out / 'comparison.json'}")
+    console.print(f"wrote {png}, {curves} and {out / 'comparison.json'}")

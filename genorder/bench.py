@@ -33,7 +33,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
-import math
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
@@ -851,85 +850,13 @@ def write_report(path: str | Path, data: dict[str, Any]) -> Path:
     return p
 
 
-_COLORS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (255, 127, 14), (148, 103, 189), (140, 86, 75),
-           (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
-
-
-def _font(size: int):
-    from PIL import ImageFont
-
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1
-        return ImageFont.load_default()
-
-
-def _nice_log_ticks(lo: float, hi: float) -> list[float]:
-    """1, 2, 5 x 10^k between lo and hi (or only decades when the range is wide)."""
-    k0, k1 = math.floor(math.log10(lo)), math.ceil(math.log10(hi))
-    for mults in ((1,), (1, 2, 5), (1, 1.5, 2, 3, 5, 7)):
-        ticks = [m * 10.0**k for k in range(k0, k1 + 1) for m in mults if lo <= m * 10.0**k <= hi]
-        if len(ticks) >= 4:
-            return ticks
-    return ticks
-
-
-def _fmt(v: float) -> str:
-    if v >= 100:
-        return f"{v:,.0f}"
-    if v >= 1:
-        return f"{v:g}"
-    return f"{v:.3g}"
-
-
 def plot_throughput(rows: list[BenchRow], path: str | Path, title: str = "") -> Path:
     """Images/s against batch size, one line per order, both axes logarithmic."""
-    from PIL import Image, ImageDraw
+    from genorder.plot import line_plot
 
-    W, H = 960, 600
-    left, right, top, bottom = 90, 230, 60, 70
-    img = Image.new("RGB", (W, H), "white")
-    d = ImageDraw.Draw(img)
-    f_title, f_axis, f_tick = _font(18), _font(15), _font(13)
-    pts = [(r.batch, r.images_per_s) for r in rows if r.images_per_s]
-    d.text((left, 8), title or "images/s against batch size", fill="black", font=f_title)
-    if not pts:
-        d.text((left, H // 2), "no successful measurements", fill="black", font=f_axis)
-    else:
-        bmin, bmax = min(b for b, _ in pts), max(b for b, _ in pts)
-        ymin, ymax = min(y for _, y in pts), max(y for _, y in pts)
-        lx0, lx1 = math.log2(bmin) - 0.3, math.log2(bmax) + 0.3
-        ly0, ly1 = math.log10(ymin) - 0.15, math.log10(ymax) + 0.15
-        pw, ph = W - left - right, H - top - bottom
-
-        def xy(b: float, y: float) -> tuple[float, float]:
-            return (left + (math.log2(b) - lx0) / (lx1 - lx0) * pw, top + (ly1 - math.log10(y)) / (ly1 - ly0) * ph)
-
-        d.rectangle([left, top, left + pw, top + ph], outline="black")
-        for b in sorted({b for b, _ in pts}):
-            x, _ = xy(b, 10**ly0)
-            d.line([x, top, x, top + ph], fill=(230, 230, 230))
-            d.text((x - 6 * len(str(b)) / 2, top + ph + 6), str(b), fill="black", font=f_tick)
-        for yt in _nice_log_ticks(10**ly0, 10**ly1):
-            _, y = xy(bmin, yt)
-            d.line([left, y, left + pw, y], fill=(230, 230, 230))
-            label = _fmt(yt)
-            d.text((left - 8 - 7 * len(label), y - 7), label, fill="black", font=f_tick)
-        d.text((left + pw / 2 - 80, H - 30), "batch size (log scale)", fill="black", font=f_axis)
-        d.text((10, top - 24), "images/s (log scale)", fill="black", font=f_axis)
-        labels = list(dict.fromkeys(r.order for r in rows))
-        for i, lab in enumerate(labels):
-            col = _COLORS[i % len(_COLORS)]
-            series = sorted((r.batch, r.images_per_s) for r in rows if r.order == lab and r.images_per_s)
-            xys = [xy(b, y) for b, y in series]
-            if len(xys) > 1:
-                d.line(xys, fill=col, width=3)
-            for x, y in xys:
-                d.ellipse([x - 4, y - 4, x + 4, y + 4], fill=col)
-            ly = top + 10 + 24 * i
-            d.line([left + pw + 15, ly + 8, left + pw + 45, ly + 8], fill=col, width=3)
-            d.text((left + pw + 52, ly), lab[:24], fill="black", font=f_tick)
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    img.save(p, format="PNG")
-    return p
+    series: dict[str, list[tuple[float, float]]] = {}
+    for r in rows:
+        if r.images_per_s:
+            series.setdefault(r.order, []).append((r.batch, r.images_per_s))
+    return line_plot(series, path, title or "images/s against batch size", "batch size (log scale)",
+                     "images/s (log scale)", xlog=True, ylog=True, xticks_at_data=True)  # fmt: skip

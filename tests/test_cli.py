@@ -116,6 +116,7 @@ def test_compare_trains_every_order_under_one_budget(tmp_path):
     tokens = {row["order"]: row["tokens"] for row in rows}
     assert tokens["next-scale"] == 16 * 680 and tokens["raster"] == 16 * 256
     assert (out / "comparison.png").is_file() and all(Path(row["grid"]).is_file() for row in rows)
+    assert Image.open(out / "loss_curves.png").size == (960, 600)
     # a second call reuses the finished runs
     r = invoke("compare", "--depth", "1", "--dataset", data, "--steps", "2", "--batch-size", "8",
                "--tokenizer-steps", "2", "--per-class", "1", "--out", "cmp")  # fmt: skip
