@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import os
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -20,7 +22,10 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console(stderr=False)
+# Output piped to a file or a CI log gets 140 columns, not rich's 80, so that tables stay readable;
+# COLUMNS still wins when set.
+_PIPE_WIDTH = None if sys.stdout.isatty() or "COLUMNS" in os.environ else 140
+console = Console(stderr=False, width=_PIPE_WIDTH)
 err_console = Console(stderr=True)
 
 F = TypeVar("F", bound=Callable[..., Any])
