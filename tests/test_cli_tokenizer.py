@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from helpers import one_thread
 from typer.testing import CliRunner
 
 from genorder_cli.main import app
@@ -16,11 +17,10 @@ SMALL_EVAL = ["--set", "train.eval_images=16", "--set", "train.eval_prefix_image
 
 
 @pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+def _one_thread():
+    """These models are tiny: one thread is several times faster than two on a busy 2-core box."""
+    with one_thread():
+        yield
 
 
 def test_train_tokenizer_then_reconstruct(tmp_path):

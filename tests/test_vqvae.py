@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import one_thread
 import torch.nn.functional as F
 from einops import rearrange
 
@@ -16,12 +17,10 @@ from genorder_plugins.vqvae.tokenizer import MultiScaleVQVAE, load_tokenizer
 
 
 @pytest.fixture(autouse=True, scope="module")
-def one_thread():
+def _one_thread():
     """These models are tiny: one thread is several times faster than two on a busy 2-core box."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+    with one_thread():
+        yield
 
 
 def make(name: str, **opts) -> MultiScaleVQVAE:
