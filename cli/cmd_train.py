@@ -5,12 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Optional
 
+import torch
 import typer
 from rich.table import Table
 
 from genorder.budget import Budget
 from genorder.config import build_config
 from genorder.data import class_balanced_labels, load_dataset
+from genorder.distributed import init_from_env, world
 from genorder.errors import UserError
 from genorder.images import save_grid
 from genorder.model import BackboneConfig, build_model, count_params
@@ -48,6 +50,10 @@ def train_run(
     registry("orders").get(order_name)
     device = resolve_device((train_opts or {}).get("device") or sections.get("train", {}).get("device", "auto"))
     on_gpu = device.type == "cuda"
+    w = init_from_env(device.type)  # torchrun: join the process group (no-op in one process)
+    if w.size > 1 and on_gpu:
+        device = torch.device("cuda", w.local_rank)
+    quiet = quiet or not w.main
     if depth is None and "depth" not in sections.get("backbone", {}) and not (backbone_opts or {}).get("depth"):
         depth = 16 if on_gpu else 4
     order = registry("orders").create(order_name, {**sections.get("order", {}), **(order_opts or {})})
@@ -63,18 +69,20 @@ def train_run(
         raise UserError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
     ds = load_dataset(dataset_spec, "train")
     tokenizer, tok_stem = resolve_tokenizer(
-        tokenizer_spec, order, dataset_spec, ds, device, tokenizer_steps, tokenizer_minutes
+        tokenizer_spec, order, dataset_spec, ds, device, tokenizer_steps, tokenizer_minutes, may_train=w.size == 1
     )
     if tokenizer.channels != ds.channels or tokenizer.image_size != ds.image_size:
         raise UserError(
             f"tokenizer expects {tokenizer.channels}x{tokenizer.image_size}px images, dataset {dataset_spec} has "
             f"{ds.channels}x{ds.image_size}px"
         )
+    torch.manual_seed(tcfg.seed)  # the initialisation depends on the seed alone (and is the same on every rank)
     model = build_model(order, tokenizer, bb, ds.num_classes)
     meta = run_meta(order_name, order, bb, model, dataset=dataset_spec, class_names=ds.class_names,
                     tokenizer_source=str(tok_stem), layout=list(order.layout(tokenizer).scales))
-    out.mkdir(parents=True, exist_ok=True)
-    copy_checkpoint(tok_stem, out / "tokenizer")
+    if w.main:
+        out.mkdir(parents=True, exist_ok=True)
+        copy_checkpoint(tok_stem, out / "tokenizer")
     trainer = Trainer(order, tokenizer, model, ds, tcfg, out, meta)
     if resume:
         trainer.resume()
@@ -83,6 +91,8 @@ def train_run(
             f"[bold]{order_name}[/bold] d{bb.depth} C={bb.C} · {count_params(model):,} params · "
             f"{trainer.flops_per_sample / 1e9:.2f} GFLOP/img (train) · device {device} · budget {bud.model_dump(exclude_none=True)}"
         )
+    if not w.main:  # other torchrun processes: train, then leave the grid and summary to rank 0
+        return trainer.fit()
     with progress_bar(f"train {order_name}", total=1000) as update:
         summary = trainer.fit(progress=lambda f, m: update(int(f * 1000), info=f"loss {m['loss']:.3f} acc {m['acc']:.3f}"))
     # the sample grid every run ends with: one row per class
@@ -141,6 +151,8 @@ def train(
         train_opts={"batch_size": batch_size, "lr": lr, "seed": seed, "device": device},
         sampler_opts={"cfg": cfg, "top_k": top_k}, resume=resume,
     )
+    if not world().main:
+        return
     s = summary["spent"]
     console.print(
         f"done ({summary['stopped_by']}): {s['steps']} steps, {s['images']:,} images, {s['tokens']:,} tokens, "

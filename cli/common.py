@@ -36,7 +36,14 @@ def make_sampler(sections: dict, **cli: Any) -> Sampler:
 
 
 def resolve_tokenizer(
-    spec: str | None, order, dataset_spec: str, dataset, device: torch.device, steps: int, minutes: float | None = None
+    spec: str | None,
+    order,
+    dataset_spec: str,
+    dataset,
+    device: torch.device,
+    steps: int,
+    minutes: float | None = None,
+    may_train: bool = True,
 ):
     """A tokenizer checkpoint path, or a preset name (default: the order's kind) trained on the
     dataset first (for `steps`, capped at `minutes` when given) when no cached one exists.
@@ -54,6 +61,11 @@ def resolve_tokenizer(
         console.print(f"using the cached tokenizer [bold]{stem}[/bold]")
         tok, _ = load_tokenizer(stem, device)
         return tok, stem
+    if not may_train:
+        raise UserError(
+            f"no trained tokenizer at {stem}: under torchrun, train it first in one process "
+            f"(genorder train-tokenizer --tokenizer {name} --out {stem.parent}) or pass --tokenizer CKPT"
+        )
     budget = {"steps": steps} if minutes is None else {"steps": steps, "minutes": minutes}
     cap = "" if minutes is None else f" or {minutes:g} minutes, whichever comes first"
     console.print(

@@ -7,6 +7,9 @@ decay, expressed as a function of the budget's progress so it works for any kind
 
 Determinism: the batch, the label dropout, the order's masking and drop-path at step s are all a
 function of (seed, s), so `resume` continues with exactly the losses an uninterrupted run has.
+
+Under torchrun (`genorder.distributed`) each of W processes takes its rows of the same global batch
+and DDP averages the gradients; budgets, logs and MFU count the global batch, rank 0 writes.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from pydantic import Field
 from genorder.budget import Budget, BudgetTracker, Spent
 from genorder.checkpoint import load_checkpoint, save_checkpoint
 from genorder.config import ComponentConfig
+from genorder.distributed import all_sum, from_main, world
+from genorder.errors import UserError
 from genorder.flops import train_flops_per_sample
 from genorder.order import IGNORE, Order
 
@@ -123,7 +128,12 @@ class Trainer:
         self.order, self.tokenizer, self.model, self.dataset, self.cfg = order, tokenizer, model, dataset, cfg
         self.out_dir = Path(out_dir)
         self.meta = dict(meta or {})
+        self.world = world()
         self.device = resolve_device(cfg.device)
+        if self.world.size > 1 and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.world.local_rank)
+        if cfg.batch_size % self.world.size:
+            raise UserError(f"train.batch_size {cfg.batch_size} is not divisible by the {self.world.size} processes")
         self.model.to(self.device)
         self.tokenizer.to(self.device).eval()
         for p in self.tokenizer.parameters():
@@ -136,6 +146,12 @@ class Trainer:
         self.amp = cfg.precision == "bf16" or (cfg.precision == "auto" and self.device.type == "cuda")
         self.flops_per_sample = train_flops_per_sample(model)
         self.peak = device_peak_flops(self.device)
+        self.net = model  # what the step calls: the model, or its DDP wrapper
+        if self.world.size > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.net = DistributedDataParallel(model, device_ids=ids)
         self.history: list[dict] = []
 
     # -- checkpoints --------------------------------------------------------------------------
@@ -148,6 +164,8 @@ class Trainer:
         return tensors, {"param_groups": sd["param_groups"]}
 
     def save(self, final: bool = False) -> None:
+        if not self.world.main:
+            return
         spent = self.tracker.spent.as_dict()
         meta = {**self.meta, "spent": spent, "final": final, "train": self.cfg.model_dump()}
         save_checkpoint(self.out_dir / "model", self.model.state_dict(), meta)
@@ -172,6 +190,7 @@ class Trainer:
     # -- one step -----------------------------------------------------------------------------
     def _batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         idx = batch_indices(len(self.dataset), self.cfg.batch_size, self.cfg.seed, step)
+        idx = idx[self.world.rank :: self.world.size]  # this process's rows of the global batch
         items = [self.dataset[int(i)] for i in idx]
         images = torch.stack([im for im, _ in items]).to(self.device, non_blocking=True)
         labels = torch.tensor([lab for _, lab in items], dtype=torch.long, device=self.device)
@@ -185,14 +204,14 @@ class Trainer:
         with torch.no_grad():
             tokens = self.tokenizer.encode(images)
         batch = self.order.training_batch(tokens, self.tokenizer, g)
-        drop = torch.rand(labels.shape, generator=g) < cfg.label_drop
+        drop = (torch.rand(cfg.batch_size, generator=g) < cfg.label_drop)[self.world.rank :: self.world.size]
         labels = torch.where(drop.to(labels.device), torch.full_like(labels, model.null_class), labels)
-        lr = lr_at(cfg, self.tracker.fraction())
+        lr = lr_at(cfg, from_main(self.tracker.fraction()))  # rank 0's clock for time budgets
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         model.train()
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-            logits = model(batch.inputs, labels)  # (B, S, V) fp32
+            logits = self.net(batch.inputs, labels)  # (B, S, V) fp32
         targets = batch.targets
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE)
         self.optimizer.zero_grad(set_to_none=True)
@@ -202,10 +221,14 @@ class Trainer:
         with torch.no_grad():
             pred = logits.argmax(-1)
             valid = targets != IGNORE
-            acc = (pred == targets)[valid].float().mean()
             n_tok = int(valid.sum())
-        self.tracker.update(images.shape[0], n_tok, self.flops_per_sample * images.shape[0])
-        out = {"step": self.tracker.spent.steps, "loss": float(loss.detach()), "acc": float(acc), "lr": lr, "grad_norm": float(gnorm)}
+            # over all processes: loss weighted by valid tokens, accuracy, tokens (local in one process)
+            loss_sum, correct, n_tok = all_sum(
+                [float(loss.detach()) * n_tok, float((pred == targets)[valid].sum()), n_tok], self.device
+            )
+        self.tracker.update(cfg.batch_size, int(n_tok), self.flops_per_sample * cfg.batch_size)
+        out = {"step": self.tracker.spent.steps, "loss": loss_sum / max(n_tok, 1), "acc": correct / max(n_tok, 1),
+               "lr": lr, "grad_norm": float(gnorm)}  # fmt: skip
         out.update(per_level_accuracy(pred, targets, batch.levels))
         return out
 
@@ -216,12 +239,16 @@ class Trainer:
         log: Callable[[dict], None] | None = None,
         stop_after: int | None = None,
     ) -> dict[str, Any]:
-        """Train until the budget is spent (or `stop_after` more steps, for tests of resume)."""
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+        """Train until the budget is spent (or `stop_after` more steps, for tests of resume).
+
+        Per-level accuracies in the log are rank 0's rows; loss, accuracy and counts are global."""
+        main = self.world.main
+        if main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
         cfg = self.cfg
         log_path = self.out_dir / "log.jsonl"
         t_last, img_last, done = time.perf_counter(), self.tracker.spent.images, 0
-        reason = self.tracker.exhausted()
+        reason = from_main(self.tracker.exhausted())
         while reason is None and (stop_after is None or done < stop_after):
             m = self.train_step(self.tracker.spent.steps)
             done += 1
@@ -235,17 +262,18 @@ class Trainer:
                 t_last, img_last = now, self.tracker.spent.images
                 m["images_per_s"] = ips
                 if self.peak:
-                    m["mfu"] = ips * self.flops_per_sample / self.peak
+                    m["mfu"] = ips * self.flops_per_sample / (self.peak * self.world.size)
                 m.update({k: v for k, v in self.tracker.spent.as_dict().items() if k != "steps"})
-                with log_path.open("a") as f:
-                    f.write(json.dumps(m) + "\n")
+                if main:
+                    with log_path.open("a") as f:
+                        f.write(json.dumps(m) + "\n")
                 if log:
                     log(m)
             if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
                 self.save()
             if progress:
                 progress(self.tracker.fraction(), m)
-            reason = self.tracker.exhausted()
+            reason = from_main(self.tracker.exhausted())  # every process stops at the same step
             if not math.isfinite(m["loss"]):
                 reason = "non-finite loss"
         self.save(final=reason is not None)
