@@ -14,7 +14,7 @@ set -euo pipefail
 OUT=${OUT:-gpu-results}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 GENORDER_FASHION_MNIST_DIR=${GENORDER_FASHION_MNIST_DIR:-data/fashion-mnist}
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
+(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || echo "nvidia-smi not found") | tee "$OUT/gpu.txt"
 date -u | tee -a "$OUT/gpu.txt"
 case "${1:-}" in
 tokenizers)
