@@ -41,7 +41,7 @@ from genorder.ablation import (
     time_generation,
     train_options,
 )
-from genorder.checkpoint import atomic_write, read_meta
+from genorder.checkpoint import atomic_write, read_meta, save_npz
 from genorder.data import SHAPE_CLASSES, class_balanced_labels, render_shapes
 from genorder.errors import UserError
 from genorder.images import save_grid, to_uint8
@@ -70,14 +70,6 @@ def _read_json(path: Path) -> dict | None:
         return None
 
 
-def _save_npz(path: Path, **arrays: np.ndarray) -> None:
-    def write(tmp: Path) -> None:
-        with tmp.open("wb") as f:  # a file object, so numpy does not append ".npz"
-            np.savez_compressed(f, **arrays)
-
-    atomic_write(path, write)
-
-
 def _samples_meta(path: Path) -> dict | None:
     if not path.is_file():
         return None
@@ -97,7 +89,7 @@ def tiny_dataset(out: Path, size: int = 16, n_train: int = 1024, n_test: int = 2
     if not path.is_file():
         train, train_lab = render_shapes(n_train, size, seed=1234)
         test, test_lab = render_shapes(n_test, size, seed=5678)
-        _save_npz(path, images=train.numpy(), labels=train_lab.numpy(), test_images=test.numpy(),
+        save_npz(path, compressed=True, images=train.numpy(), labels=train_lab.numpy(), test_images=test.numpy(),
                   test_labels=test_lab.numpy(), class_names=np.array(SHAPE_CLASSES))  # fmt: skip
     return f"npz:{path.resolve()}"
 
@@ -291,7 +283,7 @@ def _sample_row(row: Row, p: Preset, seed: int, sdir: Path, vocab: dict, dev: to
         labels = class_balanced_labels(run.model.num_classes, p.n_eval)
         imgs = generate_with_bar(run, labels, sampler, seed=seed, batch_size=p.eval_batch,
                                  title=f"row {row.id} seed {seed}: {p.n_eval} samples")  # fmt: skip
-        _save_npz(rdir / "samples.npz", images=to_uint8(imgs).numpy(), labels=labels.numpy(),
+        save_npz(rdir / "samples.npz", compressed=True, images=to_uint8(imgs).numpy(), labels=labels.numpy(),
                   meta=np.array(json.dumps(want)))  # fmt: skip
     if row.reuses is not None and not (rdir / "samples.png").is_file():
         k = run.model.num_classes

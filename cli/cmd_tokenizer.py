@@ -10,11 +10,12 @@ import typer
 from rich.table import Table
 
 from genorder.budget import Budget
-from genorder.config import build_config, load_toml, parse_overrides
+from genorder.config import build_config
 from genorder.data import load_dataset
 from genorder.errors import UserError
 from genorder.registry import registry
 from genorder_cli.app import app, console, guarded, progress_bar
+from genorder_cli.common import layered
 
 Opt = typer.Option
 
@@ -27,36 +28,9 @@ DEFAULT_DATASET = "fashion-mnist"
 DEFAULT_BUDGET = {"steps": 300, "minutes": 1.5}
 
 
-def _nest(values: dict[str, Any]) -> dict[str, Any]:
-    """{"budget.steps": 5} -> {"budget": {"steps": 5}} (from `--set train.budget.steps=5`)."""
-    out: dict[str, Any] = {}
-    for key, value in values.items():
-        *parents, leaf = key.split(".")
-        node = out
-        for p in parents:
-            node = node.setdefault(p, {})
-            if not isinstance(node, dict):
-                raise UserError(f"--set: {key} conflicts with another value")
-        node[leaf] = value
-    return out
-
-
-def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-    out = dict(a)
-    for k, v in b.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
 def sections_from(config: Path | None, overrides: list[str] | None) -> dict[str, dict[str, Any]]:
-    """TOML sections ([tokenizer] [train] [budget]), then `--set section.key=value` on top."""
-    base = load_toml(config) if config else {}
-    for name, values in parse_overrides(overrides).items():
-        if name not in base:
-            base[name] = {}
-        if not isinstance(base[name], dict):
-            raise UserError(f"config section {name!r} is not a table")
-        base[name] = _merge(base[name], _nest(values))
+    """TOML sections ([tokenizer] [train] [budget] [data]), then `--set section.key=value` on top."""
+    base = layered(config, overrides)
     unknown = set(base) - {"tokenizer", "train", "budget", "data"}
     if unknown:
         raise UserError(f"unknown config section(s) {sorted(unknown)}; use [tokenizer], [train], [budget], [data]")
@@ -231,7 +205,8 @@ def reconstruct_cmd(
     the first k scales for k = 1..K (the last column uses every scale)."""
     from genorder.checkpoint import read_meta
     from genorder_plugins.vqvae.tokenizer import load_tokenizer
-    from genorder_plugins.vqvae.train import _subset, psnr_per_image, reconstruct_grid, resolve_device
+    from genorder.trainer import resolve_device
+    from genorder_plugins.vqvae.train import _subset, psnr_per_image, reconstruct_grid
 
     set_threads(threads)
     if n < 1:

@@ -16,11 +16,35 @@ from genorder_cli.app import console, progress_bar
 TOKENIZER_CACHE = Path("runs/tokenizers")
 
 
+def _nest(values: dict[str, Any]) -> dict[str, Any]:
+    """{"budget.steps": 5} -> {"budget": {"steps": 5}} (from `--set train.budget.steps=5`)."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        *parents, leaf = key.split(".")
+        node = out
+        for p in parents:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise UserError(f"--set: {key} conflicts with another value")
+        node[leaf] = value
+    return out
+
+
+def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
 def layered(config: Path | None, overrides: list[str] | None) -> dict[str, dict[str, Any]]:
-    """TOML file sections, then `--set section.key=value` overrides on top."""
+    """TOML file sections, then `--set section.key=value` overrides on top (dotted keys nest:
+    `--set train.budget.steps=5`)."""
     base = load_toml(config) if config else {}
     for section, values in parse_overrides(overrides).items():
-        base.setdefault(section, {}).update(values)
+        if not isinstance(base.setdefault(section, {}), dict):
+            raise UserError(f"config section {section!r} is not a table")
+        base[section] = _merge(base[section], _nest(values))
     return base
 
 

@@ -53,6 +53,7 @@ from genorder.model import BackboneConfig, GenModel, Modulations, build_model, c
 from genorder.order import IGNORE, Order
 from genorder.registry import registry
 from genorder.sampler import StandardSampler
+from genorder.trainer import resolve_device
 from genorder.timing import Timing, device_name, peak_memory, reset_peak_memory, time_fn
 from genorder.tokenizer import Tokenizer
 
@@ -477,18 +478,6 @@ class StepRunner:
 # ------------------------------------------------------------------------------------------------
 # building what is timed
 # ------------------------------------------------------------------------------------------------
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device {name!r} asked for, but CUDA is not available here")
-    return dev
 
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:

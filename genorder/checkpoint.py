@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from genorder.errors import UserError
@@ -150,3 +151,15 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
         raise UserError(f"{tensor_path} is corrupt or not a safetensors file: {err}") from None
     return state, meta
+
+
+def save_npz(path: str | Path, compressed: bool = False, **arrays: np.ndarray) -> Path:
+    """Write arrays to a .npz atomically (a temp file, then os.replace)."""
+
+    def write(tmp: Path) -> None:
+        with tmp.open("wb") as f:  # a file object: numpy would append ".npz" to a path
+            (np.savez_compressed if compressed else np.savez)(f, **arrays)
+
+    target = Path(path)
+    atomic_write(target, write)
+    return target

@@ -47,6 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
+from genorder.checkpoint import save_npz
 from genorder.errors import UserError
 
 try:  # torch-fidelity is an optional dependency (`pip install genorder[eval]`)
@@ -419,19 +420,6 @@ def bootstrap_fid(
 
 
 # -- reference statistics -------------------------------------------------------------------------
-
-
-def save_npz(path: str | Path, compressed: bool = False, **arrays: np.ndarray) -> Path:
-    """Write arrays to a .npz atomically (a temp file, then os.replace)."""
-    from genorder.checkpoint import atomic_write
-
-    def write(tmp: Path) -> None:
-        with tmp.open("wb") as f:  # a file object: numpy would append ".npz" to a path
-            (np.savez_compressed if compressed else np.savez)(f, **arrays)
-
-    target = Path(path)
-    atomic_write(target, write)
-    return target
 
 
 def default_cache_dir() -> Path:

@@ -79,9 +79,16 @@ def device_peak_flops(device: torch.device) -> float | None:
 
 
 def resolve_device(name: str) -> torch.device:
+    """"auto" (CUDA when available), "cpu", "cuda", "cuda:N"; a clear error when CUDA is missing."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device {name!r} asked for, but CUDA is not available here")
+    return dev
 
 
 def step_generator(seed: int, step: int, device: torch.device | str = "cpu") -> torch.Generator:
@@ -196,7 +203,13 @@ class Trainer:
         labels = torch.tensor([lab for _, lab in items], dtype=torch.long, device=self.device)
         return images, labels
 
-    def train_step(self, step: int) -> dict[str, float]:
+    def clock(self) -> tuple[str | None, float]:
+        """(why the budget is spent or None, fraction spent), rank 0's under torchrun: every process
+        takes the same learning rate and stops at the same step (one broadcast per step)."""
+        return from_main((self.tracker.exhausted(), self.tracker.fraction()))
+
+    def train_step(self, step: int, fraction: float | None = None) -> dict[str, float]:
+        """One optimizer step; `fraction` of the budget spent sets the lr (default: this process's)."""
         cfg, model = self.cfg, self.model
         torch.manual_seed(cfg.seed * 7_919 + step)  # drop-path
         g = step_generator(cfg.seed, step)
@@ -206,7 +219,7 @@ class Trainer:
         batch = self.order.training_batch(tokens, self.tokenizer, g)
         drop = (torch.rand(cfg.batch_size, generator=g) < cfg.label_drop)[self.world.rank :: self.world.size]
         labels = torch.where(drop.to(labels.device), torch.full_like(labels, model.null_class), labels)
-        lr = lr_at(cfg, from_main(self.tracker.fraction()))  # rank 0's clock for time budgets
+        lr = lr_at(cfg, self.tracker.fraction() if fraction is None else fraction)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         model.train()
@@ -248,9 +261,9 @@ class Trainer:
         cfg = self.cfg
         log_path = self.out_dir / "log.jsonl"
         t_last, img_last, done = time.perf_counter(), self.tracker.spent.images, 0
-        reason = from_main(self.tracker.exhausted())
+        reason, fraction = self.clock()
         while reason is None and (stop_after is None or done < stop_after):
-            m = self.train_step(self.tracker.spent.steps)
+            m = self.train_step(self.tracker.spent.steps, fraction)
             done += 1
             self.history.append(m)
             step = m["step"]
@@ -273,7 +286,7 @@ class Trainer:
                 self.save()
             if progress:
                 progress(self.tracker.fraction(), m)
-            reason = from_main(self.tracker.exhausted())  # every process stops at the same step
+            reason, fraction = self.clock()
             if not math.isfinite(m["loss"]):
                 reason = "non-finite loss"
         self.save(final=reason is not None)

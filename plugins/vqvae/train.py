@@ -35,10 +35,12 @@ from pydantic import Field
 from torch import nn
 
 from genorder.budget import Budget, BudgetTracker
-from genorder.checkpoint import atomic_write, save_checkpoint
+from genorder.checkpoint import save_checkpoint
 from genorder.config import ComponentConfig
 from genorder.data import make_loader
 from genorder.images import save_grid
+from genorder.runs import write_json
+from genorder.trainer import resolve_device
 from genorder_plugins.vqvae.nets import norm
 from genorder_plugins.vqvae.tokenizer import MultiScaleVQVAE
 
@@ -117,12 +119,6 @@ def adaptive_weight(nll: torch.Tensor, g_loss: torch.Tensor, last_layer: torch.T
 
 
 # -- helpers -------------------------------------------------------------------------------------
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def lr_at(cfg: TokenizerTrainConfig, progress: float) -> float:
@@ -220,11 +216,6 @@ def reconstruct_grid(tokenizer: MultiScaleVQVAE, images: torch.Tensor, path: str
     tokenizer.train(was_training)
     grid = rearrange(torch.stack(cols, dim=1), "n k c h w -> (n k) c h w")
     return save_grid(grid.cpu(), path, nrow=len(cols), scale=scale)
-
-
-def write_json(path: Path, obj: Any) -> None:
-    text = json.dumps(obj, indent=2) + "\n"
-    atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
 # -- training --------------------------------------------------------------------------------------
