@@ -17,14 +17,14 @@ small presets only in the middle block (at the 16 x 16 latent for Fashion-MNIST)
 exist for tests and smoke runs and take `channels` 1 or 3. Single-scale presets use one phi
 (`phi_share=1`), `msvq-tiny` one per scale (`phi_share=0`), the others VAR's 4 shared ones.
 
-Fashion-MNIST choices (measured 2026-11-23 on a shared 2-core CPU, batch 32, one thread):
-  * ch 32, not 64: the ch-64 variant (3.5 M parameters) needs ~4x the FLOPs and ~2.5x the CPU time
-    per step, so in a CPU-time budget it gets ~2.5x the steps (quality at equal steps not compared).
-  * V = 1024, not VAR's 4096: after 60 steps with dead-code restarts both reach the same test PSNR
-    (17.96 vs 17.97 dB) but V = 1024 uses more of its codebook (last scale 83% vs 74% of V) and its
-    code lookups, which dominate encoding at 680 tokens x V, are 4x cheaper. Without restarts V = 1024
-    collapsed to 4% of the codes at the last scale (PSNR 17.07 dB). `--set tokenizer.vocab_size=4096`
-    gives the paper's value.
+Fashion-MNIST choices:
+  * ch 32, not 64: the ch-64 variant has 3.5M parameters and about 4x the FLOPs per image, so in a
+    CPU-time budget it gets a quarter of the steps.
+  * V = 1024, not VAR's 4096: the code lookups, which dominate encoding at 680 tokens x V, are 4x
+    cheaper, and a 16x16 Fashion-MNIST latent has far fewer distinct patches to code.
+    `--set tokenizer.vocab_size=4096` gives the paper's value.
+  * Dead-code restarts are on by default: without them the codebook collapses (measured in
+    docs/RESULTS.md §2: 18.5% against 96.1% of the codes used at the last scale after 500 steps).
 """
 
 from __future__ import annotations
