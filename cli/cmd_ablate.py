@@ -9,8 +9,11 @@ Stages, each resumable row by row (a finished stage is never redone):
      with the row's sampler -> samples.npz (uint8), row.json, and the inference-cost measurement
      (timing.json, first seed only). A row whose samples are there needs no weights any more;
   4. scoring: FID/KID/precision/recall (+ bootstrap) of samples.npz -> eval.json (skipped when present
-     with the same settings);
-  5. OUT/ABLATION.md and OUT/ablation.json.
+     with the same settings); class accuracy of the same samples against their requested labels, with
+     its bootstrap interval (`genorder.classifier`, cached in OUT/classifiers) -> class.json;
+  5. OUT/ABLATION.md and OUT/ablation.json: mean and 95% interval over seeds per row, and the reading
+     delta by delta (paired by seed, sign against the paper's).
+Budgets are steps or images in whole steps, identical for every row, never wall-clock (`check_budget`).
 `--no-eval` stops after 3 (a GPU machine without the FID weights); `--eval-only` runs only 4-5 (a CPU
 machine with them, on a copy of the GPU run's OUT without the rows' .safetensors files).
 """
@@ -32,11 +35,17 @@ from genorder.ablation import (
     Preset,
     Row,
     aggregate,
+    budget_steps_images,
+    check_budget,
     get_preset,
     parse_seeds,
+    plateau_from_log,
+    readings,
     render_markdown,
+    render_reading,
     row_by_id,
     sampler_options,
+    ROWS,
     select_rows,
     time_generation,
     train_options,
@@ -55,7 +64,7 @@ from genorder_cli.common import generate_with_bar, make_sampler
 Opt = typer.Option
 
 # Preset fields that change what is trained or sampled: an OUT made with other values is refused.
-FINGERPRINT = ("dataset", "tokenizers", "tokenizer_steps", "tokenizer_batch", "depth", "deep_depth", "budget",
+FINGERPRINT = ("dataset", "tokenizers", "tokenizer_steps", "tokenizer_batch", "tokenizer_lr", "depth", "deep_depth", "budget",
                "train", "backbone", "maskgit_steps", "n_eval", "eval_batch")  # fmt: skip
 
 
@@ -95,7 +104,7 @@ def tiny_dataset(out: Path, size: int = 16, n_train: int = 1024, n_test: int = 2
 
 
 def ensure_tokenizer(name: str, options: dict, dataset_spec: str, out_dir: Path, steps: int, batch: int,
-                     device: str) -> Path:  # fmt: skip
+                     device: str, lr: float | None = None) -> Path:  # fmt: skip
     """Train the preset's tokenizer once (seed 0) into out_dir/tokenizer; reuse a finished one."""
     stem = out_dir / "tokenizer"
     if _finished(stem) and stem.with_suffix(".safetensors").is_file():
@@ -104,7 +113,7 @@ def ensure_tokenizer(name: str, options: dict, dataset_spec: str, out_dir: Path,
     from genorder_cli.cmd_tokenizer import train_tokenizer_run
 
     train_tokenizer_run(name, None, out_dir, {"steps": steps}, device=device, dataset_spec=dataset_spec,
-                        tokenizer_opts=options, train_opts={"batch_size": batch, "seed": 0})  # fmt: skip
+                        tokenizer_opts=options, train_opts={"batch_size": batch, "seed": 0, "lr": lr})  # fmt: skip
     return stem
 
 
@@ -162,6 +171,7 @@ def ablate(
     p = dataclasses.replace(p, **{k: v for k, v in overrides.items() if v is not None})
     if images is not None:
         p = dataclasses.replace(p, budget={"images": images})
+    check_budget(p)  # steps or images, whole steps, never wall-clock: every row trains on the same images
     if p.n_eval < 2 or p.bootstrap < 0 or (p.ref_n is not None and p.ref_n < 2) or p.budget.get("images", 1) < 1:
         raise UserError("--n and --ref-n must be >= 2, --bootstrap >= 0, --images >= 1")
     dev = resolve_device(device)
@@ -186,7 +196,8 @@ def ablate(
         name, opts = p.tokenizers[fam]
         stem = out / "tokenizers" / name / "tokenizer"
         if not eval_only:
-            stem = ensure_tokenizer(name, opts, ds_spec, stem.parent, p.tokenizer_steps, p.tokenizer_batch, str(dev))
+            stem = ensure_tokenizer(name, opts, ds_spec, stem.parent, p.tokenizer_steps, p.tokenizer_batch, str(dev),
+                                    p.tokenizer_lr)  # fmt: skip
         tok_stems[fam] = stem
         vocab[fam] = int(read_meta(stem)["config"]["vocab_size"])
 
@@ -203,6 +214,7 @@ def ablate(
         if not no_eval:
             for row in selected:
                 _eval_row(row, p, seed, sdir, ds_spec, edev, cache_dir)
+                _class_row(row, seed, sdir, ds_spec, edev, out / "classifiers")
 
     _write_table(out, p, selected, seed_list, ds_spec, edev, rows, no_eval, eval_only)
 
@@ -327,45 +339,91 @@ def _eval_row(row: Row, p: Preset, seed: int, sdir: Path, ds_spec: str, edev: to
     console.print(f"row {row.id} seed {seed}: FID {rec['metrics']['fid']:.3f}")
 
 
+def class_scores(images_u8: torch.Tensor, labels: torch.Tensor, ds_spec: str, device: torch.device,
+                 cache_root: Path, seed: int) -> dict | None:  # fmt: skip
+    """Class consistency of uint8 samples against their requested labels (`genorder.classifier`,
+    trained once per dataset content and cached under `cache_root`), or None where that module is
+    not installed yet. The one place `ablate` calls the classifier."""
+    try:
+        from genorder.classifier import class_accuracy, load_or_train_classifier
+    except ImportError:
+        return None
+    from genorder.data import to_float
+
+    clf, info = load_or_train_classifier(ds_spec, device=str(device), cache_root=cache_root)
+    res = class_accuracy(clf, to_float(images_u8).to(device), labels.to(device), seed=seed)
+    return {**res, "classifier": {k: info.get(k) for k in ("test_accuracy", "path", "dataset_hash")}}
+
+
+def _class_row(row: Row, seed: int, sdir: Path, ds_spec: str, edev: torch.device, cache_root: Path) -> None:
+    """class.json: the class accuracy of the row's samples.npz with its bootstrap interval."""
+    rdir = sdir / row.dirname
+    have = _read_json(rdir / "class.json")
+    meta = _samples_meta(rdir / "samples.npz")
+    if have is not None and (meta is None or have.get("samples") == meta):
+        return
+    if meta is None:
+        return  # a copy without samples: nothing to score (its FID came from eval.json)
+    with np.load(rdir / "samples.npz", allow_pickle=False) as z:
+        images, labels = torch.from_numpy(z["images"]), torch.from_numpy(z["labels"])
+    res = class_scores(images, labels, ds_spec, edev, cache_root, seed)
+    if res is None:
+        return
+    write_json(rdir / "class.json", {**res, "samples": meta, "row": row.id, "seed": seed})
+    console.print(f"row {row.id} seed {seed}: class accuracy {100 * res['acc']:.1f}% "
+                  f"[{100 * res['lo']:.1f}, {100 * res['hi']:.1f}]")  # fmt: skip
+
+
 def _write_table(out: Path, p: Preset, selected: list[Row], seeds: list[int], ds_spec: str, edev: torch.device,
                  rows_spec: str, no_eval: bool, eval_only: bool) -> None:  # fmt: skip
     results: dict[int, dict[int, dict]] = {}
-    base_needed = selected if any(r.id == 1 for r in selected) else [row_by_id(1), *selected]
-    for row in base_needed:
+    for row in ROWS:  # every row that is there: the readings compare rows that may not be selected
         for seed in seeds:
             d = out / f"seed{seed}" / row.dirname
             info = _read_json(d / "row.json")
             if info is None:
                 continue
             info["samples_png"] = str(d / "samples.png")  # this OUT's copy (OUT may have been moved)
+            log = out / f"seed{seed}" / row_by_id(row.train_id).dirname / "log.jsonl"
             results.setdefault(row.id, {})[seed] = {**info, "eval": _read_json(d / "eval.json"),
-                                                    "timing": _read_json(d / "timing.json")}  # fmt: skip
+                                                    "class": _read_json(d / "class.json"),
+                                                    "timing": _read_json(d / "timing.json"),
+                                                    "plateau": plateau_from_log(log)}  # fmt: skip
     table = aggregate(selected, results, seeds)
     tok = ", ".join(f"{fam}: {name} {opts or ''}".strip() for fam, (name, opts) in p.tokenizers.items())
     cmd = f"genorder ablate --preset {p.name} --out {out} --seeds {','.join(map(str, seeds))} --rows {rows_spec}"
-    pending = None
+    pending = []
     if any(r["fid"]["mean"] is None for r in table):
-        pending = "some rows have no metrics yet (run with --eval-only where the FID weights are installed)"
+        pending.append("some rows have no FID yet (run with --eval-only where the FID weights are installed)")
+    if not no_eval and any(r["class_acc"]["mean"] is None for r in table):
+        pending.append("some rows have no class accuracy yet (it needs genorder.classifier; re-run with --eval-only)")
+    steps, images = budget_steps_images(p)
+    trained = {(r["train_steps"], r["train_images"]) for r in table if r["train_steps"] is not None}
+    if len(trained) > 1:
+        pending.append(f"rows trained with different budgets: {sorted(trained)}")
     header = {
         "preset": p.name, "command": cmd + (" --no-eval" if no_eval else "") + (" --eval-only" if eval_only else ""),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"), "device": _devices(results, edev, not no_eval), "seeds": seeds, "dataset": ds_spec, "tokenizers": tok,
-        "budget": p.budget, "train": p.train,
+        "budget": f"{p.budget} = {steps} steps, {images:,} images, the same for every trained row", "train": p.train,
         "evaluation": f"{p.n_eval} class-balanced samples per row and seed vs {p.ref_n or 'all'} test images, "
                       f"extractor {p.extractor}, bootstrap {p.bootstrap}, KID subsets {p.kid_subsets}",
-        "note": p.note, "pending": pending,
+        "note": p.note, "pending": "; ".join(pending) or None,
+        "reading": render_reading(readings(results, seeds)),
     }  # fmt: skip
     write_json(out / "ablation.json", {"header": header, "preset": p.describe(), "rows": table,
+                                       "readings": readings(results, seeds),
                                        "per_seed": {str(k): v for k, v in results.items()}})  # fmt: skip
     md = render_markdown(table, header, out)
     atomic_write(out / "ABLATION.md", lambda tmp: tmp.write_text(md))
     t = Table(title=f"ablation ({p.name}), seeds {seeds}")
-    for col in ("#", "row", "params", "cost", "FID", "Δ FID", "paper FID", "paper Δ"):
+    for col in ("#", "row", "params", "cost", "FID", "class acc", "Δ FID", "paper FID", "paper Δ"):
         t.add_column(col, justify="left" if col == "row" else "right")
     for r in table:
         fid, d = r["fid"], r["delta_fid"]
         t.add_row(str(r["row"]), r["title"], "—" if r["params"] is None else f"{r['params'] / 1e6:.2f}M",
                   "—" if r["cost"] is None else f"{r['cost']:.3f}",
                   "—" if fid["mean"] is None else f"{fid['mean']:.2f}" + (f" ± {fid['std']:.2f}" if fid["std"] else ""),
+                  "—" if r["class_acc"]["mean"] is None else f"{100 * r['class_acc']['mean']:.1f}%",
                   "—" if d["mean"] is None else f"{d['mean']:+.2f}",
                   "—" if r["paper_fid"] is None else f"{r['paper_fid']:.2f}",
                   "—" if r["paper_delta"] is None else f"{r['paper_delta']:+.2f}")  # fmt: skip

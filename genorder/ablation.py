@@ -21,6 +21,11 @@ paper's ablation value, with VAR's linear ramp over steps (t_k = 2.0·k/(K-1), V
 paper does not say which schedule its ablation used). Rows 8 and 9 are not in the paper: 8 puts
 MaskGIT on the plain backbone of rows 1-2; 9 is the order-vs-tokenizer control (row 2's tokens and
 backbone, row 1's order), so 1 -> 9 -> 2 splits the AR -> VAR gain into tokenizer and order.
+
+Every preset runs 3 seeds by default. `aggregate` gives each metric (FID, class accuracy, ...) as the
+mean over seeds with a Student-t 95% interval; `readings` pairs rows by seed for each delta of
+`DELTAS` (AR -> VAR, +AdaLN, +top-k, +CFG, +attention norm, +scale-up, MaskGIT, the multi-scale
+control) and says whether the interval shows the paper's sign, the reverse, or cannot tell.
 """
 
 from __future__ import annotations
@@ -174,7 +179,8 @@ class Preset:
     bootstrap: int = 100
     kid_subsets: int = 100
     samples_per_class: int = 8
-    seeds: str = "0,1"
+    tokenizer_lr: float | None = None  # None: the tokenizer trainer's default
+    seeds: str = "0,1,2"  # at least 3 seeds per row by default: the intervals are over seeds
     note: str = ""
 
     def describe(self) -> dict[str, Any]:
@@ -204,7 +210,6 @@ PRESETS: dict[str, Preset] = {
         bootstrap=20,
         kid_subsets=10,
         samples_per_class=4,
-        seeds="0",
         note="pipeline check only: 16 px shapes, depth 1-2, 6 optimizer steps, a random-feature 'FID'",
     ),
     # Sized for one H100: see docs/ABLATION.md for the budget estimate.
@@ -227,7 +232,6 @@ PRESETS: dict[str, Preset] = {
         bootstrap=100,
         kid_subsets=100,
         samples_per_class=8,
-        seeds="0,1",
         note="Fashion-MNIST 32 px, d6 (d10 for row 7), 800 steps of 128 images (1.7 epochs) per row",
     ),
     # The fmnist pipeline at a size a 2-core CPU trains in about half an hour: a smoke-scale check of
@@ -251,11 +255,61 @@ PRESETS: dict[str, Preset] = {
         bootstrap=50,
         kid_subsets=50,
         samples_per_class=8,
-        seeds="0",
         note="CPU smoke scale: d2 (d3 for row 7), 150 steps of 32 images per row, 300-step tokenizers, "
         "200 samples per row; far too small to say anything about the paper's deltas",
     ),
+    # The CPU regime of the issue "Comparisons that measure the order" (../shared/reference/CPU_REGIME.md):
+    # f=4 tokenizers giving 8x8 tokens at 32 px (6 scales for next-scale), d3 backbones (d4 for row 7),
+    # 400 steps of 64 images per row. About 3 CPU hours for 3 seeds on an idle 2-core machine
+    # (docs/ABLATION.md §3.2); split it with --seeds / --rows, every row resumes.
+    "fmnist-regime": Preset(
+        name="fmnist-regime",
+        dataset="fashion-mnist",
+        tokenizers={
+            "multi": ("msvq-fmnist", {"ch_mult": [1, 2, 2], "scales": [1, 2, 3, 4, 6, 8], "vocab_size": 512}),
+            "single": ("vq-fmnist", {"ch_mult": [1, 2, 2], "scales": [8], "vocab_size": 512}),
+        },
+        tokenizer_steps=400,
+        tokenizer_batch=32,
+        tokenizer_lr=1e-3,
+        depth=3,
+        deep_depth=4,
+        budget={"steps": 400},
+        train={"batch_size": 64, "lr": 2e-3, "log_every": 10},
+        n_eval=300,
+        ref_n=1_000,
+        eval_batch=100,
+        time_batch=16,
+        time_repeats=3,
+        maskgit_steps=8,
+        bootstrap=100,
+        kid_subsets=50,
+        samples_per_class=8,
+        note="CPU regime: 8x8 tokens at 32 px, d3 (d4 for row 7), 400 steps of 64 images per row, 3 seeds",
+    ),
 }
+
+
+def check_budget(preset: Preset) -> None:
+    """Deterministic and identical for every row: steps or images, never wall-clock; an image budget
+    must be whole steps of the batch, so every row runs the same steps on the same images."""
+    b = preset.budget
+    if b.get("minutes") is not None:
+        raise UserError(f"ablation preset {preset.name}: a wall-clock budget is load-dependent; use steps or images")
+    if not (b.get("steps") or b.get("images")):
+        raise UserError(f"ablation preset {preset.name}: the budget needs steps or images, got {b}")
+    batch = preset.train.get("batch_size", 64)
+    if b.get("images") and b["images"] % batch:
+        raise UserError(f"--images {b['images']} is not a whole number of steps of {batch} images")
+
+
+def budget_steps_images(preset: Preset) -> tuple[int, int]:
+    """(steps, images) every trained row gets."""
+    batch = preset.train.get("batch_size", 64)
+    b = preset.budget
+    steps = b.get("steps") or b["images"] // batch
+    images = b.get("images") or steps * batch
+    return min(steps, images // batch), min(images, steps * batch)
 
 
 def get_preset(name: str) -> Preset:
@@ -326,42 +380,178 @@ def mean_std(values: list[float]) -> tuple[float | None, float | None]:
 METRIC_KEYS = ("fid", "kid_mean", "precision", "recall")
 
 
-def aggregate(rows: list[Row], results: dict[int, dict[int, dict]], seeds: list[int]) -> list[dict[str, Any]]:
-    """Per row: mean ± std over seeds of each metric, Δ FID against row 1 paired by seed, the
-    bootstrap interval (single seed), params, steps and the relative inference cost.
+def mean_ci(values: list[float]) -> dict[str, Any]:
+    """{"mean", "std", "ci95", "n"}: the mean over seeds with a Student-t 95% interval (n >= 2)."""
+    from genorder.scaling import t975
 
-    `results[row_id][seed]` holds {"eval": eval.json or None, "timing": ..., "model": ..., ...}."""
+    vals = [v for v in values if v is not None and math.isfinite(v)]
+    m, sd = mean_std(vals)
+    ci = None
+    if len(vals) >= 2 and sd is not None:
+        half = t975(len(vals) - 1) * sd / math.sqrt(len(vals))
+        ci = [m - half, m + half]
+    return {"mean": m, "std": sd, "ci95": ci, "n": len(vals)}
+
+
+def plateau_from_log(path: Path, window: float = 0.1, tol: float = 0.02) -> dict[str, Any] | None:
+    """Has the training loss flattened? Compares the mean logged loss over the last `window` of the
+    steps with the mean over the window before the last 20%: improvement = (before - last) / before,
+    flattened when below `tol` (issue 9's criterion, on the training loss the trainer logs)."""
+    import json
+
+    if not path.is_file():
+        return None
+    logs = []
+    for line in path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if "step" in rec and "loss" in rec:
+            logs.append((rec["step"], rec["loss"]))
+    if not logs:
+        return None
+    total = max(st for st, _ in logs)
+    before = [lo for st, lo in logs if 0.8 - window < st / total <= 0.8]
+    last = [lo for st, lo in logs if st / total > 1 - window]
+    if not before:  # coarse logs: the last logged loss at or before 80% of the steps
+        before = [lo for st, lo in logs if st / total <= 0.8][-1:]
+    if not before or not last:
+        return None
+    b, e = statistics.fmean(before), statistics.fmean(last)
+    imp = (b - e) / b if b else 0.0
+    return {"improvement": imp, "flat": imp < tol, "loss_before": b, "loss_last": e, "steps": total}
+
+
+def aggregate(rows: list[Row], results: dict[int, dict[int, dict]], seeds: list[int]) -> list[dict[str, Any]]:
+    """Per row: mean ± std and a 95% interval over seeds of each metric and of the class accuracy,
+    Δ FID against row 1 paired by seed, the bootstrap interval (single seed), params, steps, the
+    relative inference cost and how many seeds' training loss had flattened.
+
+    `results[row_id][seed]` holds {"eval": eval.json or None, "class": class.json or None,
+    "timing": ..., "plateau": ..., ...}."""
     base = results.get(1, {})
     base_time = next((v["timing"]["seconds_per_image"] for v in base.values() if v.get("timing")), None)
     out = []
     for row in rows:
         per_seed = results.get(row.id, {})
         evals = {s: (per_seed.get(s) or {}).get("eval") for s in seeds}
+        classes = {s: (per_seed.get(s) or {}).get("class") for s in seeds}
         metrics = {}
         for key in METRIC_KEYS:
-            metrics[key] = mean_std([e["metrics"].get(key) for e in evals.values() if e])
+            metrics[key] = mean_ci([e["metrics"].get(key) for e in evals.values() if e])
+        acc = mean_ci([c["acc"] for c in classes.values() if c])
         deltas = []
         for s, e in evals.items():
             b = (base.get(s) or {}).get("eval")
             if e and b and e["metrics"].get("fid") is not None and b["metrics"].get("fid") is not None:
                 deltas.append(e["metrics"]["fid"] - b["metrics"]["fid"])
         boot = [e["metrics"].get("fid_bootstrap") for e in evals.values() if e and e["metrics"].get("fid_bootstrap")]
+        one_acc = [c for c in classes.values() if c]
         info = next((v for v in per_seed.values() if v), {})
         timing = next((v["timing"] for v in per_seed.values() if v and v.get("timing")), None)
         cost = timing["seconds_per_image"] / base_time if timing and base_time else None
+        flat = [v["plateau"]["flat"] for v in per_seed.values() if v and v.get("plateau")]
         out.append({
             "row": row.id, "title": row.title, "order": row.order, "changed": row.changed,
             "params": info.get("params"), "depth": info.get("depth"), "gen_steps": info.get("gen_steps"),
             "train_steps": info.get("train_steps"), "train_images": info.get("train_images"),
             "sampler": info.get("sampler"), "ms_per_image": timing["seconds_per_image"] * 1e3 if timing else None,
             "cost": cost, "seeds_evaluated": sum(1 for e in evals.values() if e),
-            **{k: {"mean": m, "std": sd} for k, (m, sd) in metrics.items()},
-            "delta_fid": dict(zip(("mean", "std"), mean_std(deltas))),
+            **metrics, "class_acc": acc,
+            "class_acc_ci95_one_seed": [one_acc[0]["lo"], one_acc[0]["hi"]] if len(one_acc) == 1 else None,
+            "delta_fid": mean_ci(deltas),
             "fid_ci95": boot[0]["ci95"] if len(boot) == 1 else None,
+            "plateau_seeds": [sum(flat), len(flat)] if flat else None,
             "paper_fid": row.paper_fid, "paper_delta": row.paper_delta, "paper_params": row.paper_params,
             "paper_cost": row.paper_cost, "samples": info.get("samples_png"),
         })  # fmt: skip
     return out
+
+
+# -- the reading, delta by delta ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Delta:
+    name: str
+    base: int  # row the change starts from
+    row: int  # row with the change
+    paper_fid_delta: float | None  # the paper's FID change (None: not in the paper)
+    what: str
+
+
+DELTAS: tuple[Delta, ...] = (
+    Delta("AR → VAR", 1, 2, 5.22 - 18.65, "order and multi-scale tokenizer together"),
+    Delta("+ AdaLN", 2, 3, 4.95 - 5.22, "class-conditioned AdaLN"),
+    Delta("+ top-k", 3, 4, 4.64 - 4.95, "top-k sampling, same model"),
+    Delta("+ CFG", 4, 5, 3.60 - 4.64, "classifier-free guidance, same model"),
+    Delta("+ attention norm", 5, 6, 3.30 - 3.60, "q/k L2 norm"),
+    Delta("+ scale-up", 6, 7, 1.73 - 3.30, "deeper and wider"),
+    Delta("MaskGIT (against raster)", 1, 8, None, "masked parallel decoding instead of raster next-token"),
+    Delta("raster over multi-scale tokens (against raster)", 1, 9, None, "the tokenizer alone"),
+    Delta("next-scale against raster on multi-scale tokens", 9, 2, None, "the order alone, same tokens"),
+)
+
+
+def _verdict(ci: list[float] | None, better_sign: int, paper_sign: int | None) -> str:
+    """What the interval of a delta says: better / worse / inconclusive, and against the paper."""
+    if ci is None:
+        return "no interval (fewer than 2 seeds)"
+    if ci[0] <= 0 <= ci[1]:
+        return "inconclusive (the interval contains 0)"
+    sign = 1 if ci[0] > 0 else -1
+    direction = "better" if sign == better_sign else "worse"
+    if paper_sign is None:
+        return direction
+    return f"{direction}: the paper's sign {'reproduces' if sign == paper_sign else 'is reversed'}"
+
+
+def readings(results: dict[int, dict[int, dict]], seeds: list[int]) -> list[dict[str, Any]]:
+    """For each delta of `DELTAS`: the per-seed paired differences of FID and of class accuracy,
+    their mean with a 95% t interval over seeds, and the verdict against the paper's sign."""
+    out = []
+    for d in DELTAS:
+        a, b = results.get(d.base, {}), results.get(d.row, {})
+        fid, acc = [], []
+        for s in seeds:
+            ea, eb = (a.get(s) or {}).get("eval"), (b.get(s) or {}).get("eval")
+            if ea and eb and ea["metrics"].get("fid") is not None and eb["metrics"].get("fid") is not None:
+                fid.append(eb["metrics"]["fid"] - ea["metrics"]["fid"])
+            ca, cb = (a.get(s) or {}).get("class"), (b.get(s) or {}).get("class")
+            if ca and cb:
+                acc.append(cb["acc"] - ca["acc"])
+        f, c = mean_ci(fid), mean_ci(acc)
+        paper_sign = None if d.paper_fid_delta is None else (1 if d.paper_fid_delta > 0 else -1)
+        out.append({
+            "name": d.name, "base": d.base, "row": d.row, "what": d.what, "paper_fid_delta": d.paper_fid_delta,
+            "fid": f, "fid_verdict": _verdict(f["ci95"], -1, paper_sign) if f["n"] else "not scored",
+            # the paper reports FID only; a lower FID and a higher accuracy are both "better"
+            "acc": c, "acc_verdict": _verdict(c["ci95"], 1, None if paper_sign is None else -paper_sign) if c["n"] else "not scored",
+        })  # fmt: skip
+    return out
+
+
+def render_reading(items: list[dict[str, Any]]) -> list[str]:
+    """Markdown lines: one bullet per delta, FID then class accuracy, with intervals and verdicts."""
+
+    def ci(m: dict, scale: float = 1.0, unit: str = "") -> str:
+        if m["mean"] is None:
+            return "—"
+        text = f"{m['mean'] * scale:+.2f}{unit}"
+        if m["ci95"]:
+            text += f" [{m['ci95'][0] * scale:+.2f}, {m['ci95'][1] * scale:+.2f}]"
+        return text + f" (n={m['n']})"
+
+    lines = ["Δ = row − base, paired by seed; 95% t interval over seeds. FID: lower is better; class accuracy "
+             "in points: higher is better.", ""]  # fmt: skip
+    for it in items:
+        paper = "" if it["paper_fid_delta"] is None else f"; paper: FID {it['paper_fid_delta']:+.2f}"
+        fid = f"FID {ci(it['fid'])} — {it['fid_verdict']}" if it["fid"]["n"] else "FID not scored"
+        acc = (f"class accuracy {ci(it['acc'], 100, ' pts')} — {it['acc_verdict']}" if it["acc"]["n"]
+               else "class accuracy not scored")  # fmt: skip
+        lines.append(f"- **{it['name']}** (row {it['base']} → {it['row']}, {it['what']}{paper}): {fid}; {acc}.")
+    return lines
 
 
 def _pm(m: dict | None, fmt: str = "{:.2f}", scale: float = 1.0) -> str:
@@ -395,18 +585,29 @@ def render_markdown(table: list[dict[str, Any]], header: dict[str, Any], out_dir
         lines.append(f"- note: {header['note']}")
     if header.get("pending"):
         lines.append(f"- **pending**: {header['pending']}")
-    lines += ["", "KID ×10³. ± is the std over seeds; with one seed, FID shows the bootstrap 95% interval "
-              "over the generated set. Cost: time per image (tokens + decode) relative to row 1, measured "
-              "once per row at a fixed batch. Δ FID is against row 1, paired by seed.", ""]
-    cols = ["#", "row", "params", "gen steps", "train steps", "cost", "FID", "KID×10³", "precision",
-            "recall", "Δ FID", "paper FID", "paper Δ", "samples"]  # fmt: skip
+    lines += ["", "KID ×10³. ± is the std over seeds and [lo, hi] the 95% t interval over seeds; with one seed, "
+              "FID shows the bootstrap 95% interval over the generated set and class accuracy its bootstrap "
+              "interval. Class acc: the classifier's prediction against the requested class (genorder.classifier). "
+              "Flat: seeds whose training loss improved by < 2% over the last 20% of steps. Cost: time per image "
+              "(tokens + decode) relative to row 1, measured once per row at a fixed batch. Δ FID is against "
+              "row 1, paired by seed.", ""]  # fmt: skip
+    cols = ["#", "row", "params", "gen steps", "train steps", "cost", "FID", "class acc %", "KID×10³", "precision",
+            "recall", "Δ FID", "flat", "paper FID", "paper Δ", "samples"]  # fmt: skip
     lines.append("| " + " | ".join(cols) + " |")
     lines.append("|" + "---|" * len(cols))
     for r in table:
         fid = _pm(r["fid"])
-        if r.get("fid_ci95") and r["fid"].get("std") is None and r["fid"].get("mean") is not None:
+        if r["fid"].get("ci95"):
+            lo, hi = r["fid"]["ci95"]
+            fid += f" [{lo:.2f}, {hi:.2f}]"
+        elif r.get("fid_ci95") and r["fid"].get("std") is None and r["fid"].get("mean") is not None:
             lo, hi = r["fid_ci95"]
             fid += f" [{lo:.2f}, {hi:.2f}]"
+        acc = _pm(r.get("class_acc"), "{:.1f}", 100)
+        ci = (r.get("class_acc") or {}).get("ci95") or r.get("class_acc_ci95_one_seed")
+        if ci and acc != "—":
+            acc += f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
+        flat = "—" if not r.get("plateau_seeds") else f"{r['plateau_seeds'][0]}/{r['plateau_seeds'][1]}"
         link = "—"
         if r.get("samples"):
             rel = Path(r["samples"])
@@ -417,9 +618,11 @@ def render_markdown(table: list[dict[str, Any]], header: dict[str, Any], out_dir
             link = f"[png]({rel.as_posix()})"
         lines.append("| " + " | ".join([
             str(r["row"]), r["title"], _params(r["params"]), _num(r["gen_steps"], "{}"), _num(r["train_steps"], "{}"),
-            _num(r["cost"], "{:.3f}"), fid, _pm(r["kid_mean"], scale=1e3), _pm(r["precision"], "{:.3f}"),
-            _pm(r["recall"], "{:.3f}"), _pm(r["delta_fid"], "{:+.2f}"), _num(r["paper_fid"], "{:.2f}"),
+            _num(r["cost"], "{:.3f}"), fid, acc, _pm(r["kid_mean"], scale=1e3), _pm(r["precision"], "{:.3f}"),
+            _pm(r["recall"], "{:.3f}"), _pm(r["delta_fid"], "{:+.2f}"), flat, _num(r["paper_fid"], "{:.2f}"),
             _num(r["paper_delta"], "{:+.2f}"), link,
         ]) + " |")  # fmt: skip
     lines += ["", "Rows: " + "; ".join(f"{r['row']}: {r['changed']}" for r in table), ""]
+    if header.get("reading"):
+        lines += ["", "## Reading, delta by delta", "", *header["reading"], ""]
     return "\n".join(lines)

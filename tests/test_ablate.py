@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -22,7 +24,9 @@ TRAINED_FILES = ("model.safetensors", "model.json", "optim.safetensors")
 
 
 def invoke(*args: str):
-    return CliRunner().invoke(app, ["ablate", "--preset", "tiny", *args], terminal_width=200)
+    """The tiny preset; one seed unless the test says otherwise (the presets default to three)."""
+    seeds = [] if "--seeds" in args else ["--seeds", "0"]
+    return CliRunner().invoke(app, ["ablate", "--preset", "tiny", *seeds, *args], terminal_width=200)
 
 
 # -- rows and options --------------------------------------------------------------------------
@@ -171,7 +175,7 @@ def test_eval_only_on_a_copy_without_weights(tiny_run, tmp_path, monkeypatch):
     orig = json.loads((out / "ablation.json").read_text())["rows"]
     again = json.loads((copy / "ablation.json").read_text())["rows"]
     assert [r["fid"]["mean"] for r in again] == pytest.approx([r["fid"]["mean"] for r in orig], rel=1e-6)
-    assert "pending" not in (copy / "ABLATION.md").read_text()
+    assert "no FID yet" not in (copy / "ABLATION.md").read_text()
 
 
 def test_a_copy_without_weights_resumes_and_retrains_only_what_it_must(tiny_run, tmp_path, monkeypatch):
@@ -215,6 +219,106 @@ def test_bad_options_exit_2_and_write_nothing(tmp_path):
         r = invoke("--out", str(out), *args)
         assert r.exit_code == 2, (args, r.output)
         assert "error:" in r.output
+    r = invoke("--out", str(out), "--images", "40")  # not whole steps of 16 images
+    assert r.exit_code == 2 and "whole number of steps" in r.output
     r = CliRunner().invoke(app, ["ablate", "--preset", "imagenet", "--out", str(out)])
     assert r.exit_code == 2 and "unknown ablation preset" in r.output
     assert not out.exists()
+
+
+# -- seeds, budgets, intervals and the reading --------------------------------------------------------
+
+
+def test_every_preset_defaults_to_three_seeds_and_a_deterministic_budget():
+    for name, p in A.PRESETS.items():
+        assert len(A.parse_seeds(p.seeds)) >= 3, name
+        A.check_budget(p)
+        assert "minutes" not in p.budget
+        steps, images = A.budget_steps_images(p)
+        assert steps >= 1 and images == steps * p.train["batch_size"], name
+    reg = A.get_preset("fmnist-regime")
+    assert A.budget_steps_images(reg) == (400, 25_600)
+    assert reg.tokenizers["multi"][1]["scales"] == [1, 2, 3, 4, 6, 8] and reg.tokenizers["single"][1]["scales"] == [8]
+    import dataclasses
+
+    for bad in ({"minutes": 5.0}, {"images": 100}):  # wall-clock; not whole steps of 64
+        with pytest.raises(UserError):
+            A.check_budget(dataclasses.replace(reg, budget=bad))
+
+
+def _res(fid: float, acc: float | None = None) -> dict:
+    return {"eval": {"metrics": {"fid": fid}}, "class": None if acc is None else {"acc": acc, "lo": acc, "hi": acc}}
+
+
+def test_readings_give_paired_intervals_and_the_sign_against_the_paper():
+    results = {
+        1: {0: _res(10.0, 0.50), 1: _res(11.0, 0.55), 2: _res(12.0, 0.60)},
+        2: {0: _res(5.0, 0.70), 1: _res(6.0, 0.75), 2: _res(7.0, 0.80)},  # 5 better, every seed
+        3: {0: _res(6.0), 1: _res(5.0), 2: _res(8.0)},  # +1, -1, +1: cannot tell
+        4: {0: _res(8.0), 1: _res(7.5), 2: _res(10.0)},  # +2, +2.5, +2: worse than row 3
+    }
+    by = {it["name"]: it for it in A.readings(results, [0, 1, 2])}
+    ar = by["AR → VAR"]
+    assert ar["fid"]["mean"] == pytest.approx(-5.0) and ar["fid"]["ci95"] == pytest.approx([-5.0, -5.0])
+    assert ar["fid_verdict"] == "better: the paper's sign reproduces"
+    assert ar["acc"]["mean"] == pytest.approx(0.2) and ar["acc_verdict"] == "better: the paper's sign reproduces"
+    assert by["+ AdaLN"]["fid_verdict"].startswith("inconclusive") and by["+ AdaLN"]["acc_verdict"] == "not scored"
+    lo, hi = by["+ AdaLN"]["fid"]["ci95"]
+    assert lo < 1 / 3 < hi and hi - 1 / 3 == pytest.approx(4.303 * (4 / 3) ** 0.5 / 3**0.5)  # t(2) interval
+    assert by["+ top-k"]["fid_verdict"] == "worse: the paper's sign is reversed"
+    assert by["+ CFG"]["fid_verdict"] == "not scored"
+    one = A.readings({1: {0: _res(10.0)}, 8: {0: _res(9.0)}}, [0])
+    assert {it["name"]: it["fid_verdict"] for it in one}["MaskGIT (against raster)"] == "no interval (fewer than 2 seeds)"
+    text = "\n".join(A.render_reading(A.readings(results, [0, 1, 2])))
+    assert "**AR → VAR** (row 1 → 2" in text and "FID -5.00 [-5.00, -5.00] (n=3)" in text
+    assert "class accuracy +20.00 pts [+20.00, +20.00] (n=3)" in text and "paper: FID -13.43" in text
+
+
+def test_plateau_from_the_training_log(tmp_path):
+    flat, falling = tmp_path / "flat.jsonl", tmp_path / "falling.jsonl"
+    flat.write_text("".join(json.dumps({"step": s, "loss": 2.0 + 1.0 / s}) + "\n" for s in range(10, 401, 10)))
+    falling.write_text("".join(json.dumps({"step": s, "loss": 5.0 - 0.01 * s}) + "\n" for s in range(10, 401, 10)))
+    a, b = A.plateau_from_log(flat), A.plateau_from_log(falling)
+    assert a["flat"] and 0 <= a["improvement"] < 0.02 and a["steps"] == 400
+    assert not b["flat"] and b["improvement"] > 0.2
+    assert A.plateau_from_log(tmp_path / "missing.jsonl") is None
+
+
+def test_class_accuracy_seeds_and_reading_through_the_command(tmp_path, monkeypatch):
+    """With `genorder.classifier` present (a stand-in with the shared API that always predicts class
+    0), every row and seed gets class.json, and the table and the reading carry intervals over seeds."""
+    calls = []
+    fake = types.ModuleType("genorder.classifier")
+
+    def load_or_train_classifier(dataset_spec, *, device="cpu", cache_root=None, progress=None):
+        calls.append((dataset_spec, Path(cache_root)))
+        return (lambda images: torch.zeros(len(images), dtype=torch.long)), {"test_accuracy": 0.9, "path": "x",
+                                                                            "reused": False, "dataset_hash": "h"}
+
+    def class_accuracy(classifier, images, labels, n_boot=1000, seed=0):
+        hit = (classifier(images) == labels.cpu()).float()
+        return {"acc": float(hit.mean()), "lo": float(hit.mean()) - 0.1, "hi": float(hit.mean()) + 0.1, "n": len(hit)}
+
+    fake.load_or_train_classifier, fake.class_accuracy = load_or_train_classifier, class_accuracy
+    monkeypatch.setitem(sys.modules, "genorder.classifier", fake)
+    monkeypatch.setenv("GENORDER_FID_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "out"
+    r = invoke("--out", str(out), "--rows", "1,8", "--seeds", "0,1,2")
+    assert r.exit_code == 0, r.output
+    for seed in (0, 1, 2):
+        for d in ("r1-raster", "r8-maskgit"):
+            c = json.loads((out / f"seed{seed}" / d / "class.json").read_text())
+            assert c["acc"] == 0.25 and c["n"] == 32 and c["seed"] == seed  # 8 of 32 balanced labels are class 0
+    assert calls and all(root == out / "classifiers" for _, root in calls)
+    data = json.loads((out / "ablation.json").read_text())
+    for row in data["rows"]:
+        assert row["class_acc"]["mean"] == 0.25 and row["class_acc"]["ci95"] == pytest.approx([0.25, 0.25])
+        assert row["fid"]["n"] == 3 and row["fid"]["ci95"][0] <= row["fid"]["mean"] <= row["fid"]["ci95"][1]
+        assert row["train_steps"] == 6 and row["train_images"] == 96 and row["plateau_seeds"][1] == 3
+    mg = {it["name"]: it for it in data["readings"]}["MaskGIT (against raster)"]
+    assert mg["fid"]["n"] == 3 and mg["acc"]["mean"] == 0 and mg["acc_verdict"].startswith("inconclusive")
+    md = (out / "ABLATION.md").read_text()
+    assert "## Reading, delta by delta" in md and "**MaskGIT (against raster)** (row 1 → 8" in md
+    assert "| 25.0 ± 0.0 [25.0, 25.0] |" in md and "**pending**" not in md
+    r = invoke("--out", str(out), "--rows", "1,8", "--seeds", "0,1,2")  # nothing left to do
+    assert r.exit_code == 0 and r.output.count("not retraining") == 6 and "class accuracy" not in r.output
