@@ -17,7 +17,7 @@ from genorder.config import build_config
 from genorder.data import class_balanced_labels, load_dataset
 from genorder.errors import UserError
 from genorder.flops import train_flops_per_sample
-from genorder.hashing import dataset_fingerprint, tensors_fingerprint
+from genorder.hashing import dataset_fingerprint, short, tensors_fingerprint
 from genorder.model import BackboneConfig, build_model, count_params
 from genorder.registry import registry
 from genorder.runs import load_run, write_json
@@ -168,7 +168,7 @@ def scale(
         if key in have:
             console.print(f"{p.name}: already in points.jsonl, skipping")
             continue
-        rdir = out / "runs" / p.name
+        rdir = out / "runs" / f"{p.name}-{short(key, 8)}"  # another budget or tokenizer: another folder
         if not (rdir / "model.json").exists() or not read_meta(rdir / "model").get("final"):
             bb = cfg.backbone(p.depth)
             train_run(

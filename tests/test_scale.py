@@ -157,6 +157,16 @@ def test_scale_writes_points_fits_and_figures_and_resumes(tiny):
     rep = json.loads((out / "scaling.json").read_text())
     assert set(rep["fits"]["loss"]) == {"raster", "maskgit"} and len(rep["points"]) == 6
 
+    # another budget in the same folder: new points in new run folders, nothing reused from the old ones
+    args = common(data, out, "raster")
+    args[args.index("--tokens-per-param") + 1] = "0.05"
+    r = invoke(*args)
+    assert r.exit_code == 0, r.output
+    assert "skipping" not in r.output and len(list(out.glob("runs/raster-*/model.safetensors"))) == 6
+    rep = json.loads((out / "scaling.json").read_text())
+    assert len(rep["points"]) == 3 and {p["key"] for p in rep["points"]}.isdisjoint({p["key"] for p in pts})
+    assert all(q["steps"] >= p["steps"] for q, p in zip(rep["points"], pts))
+
 
 def test_plan_only_writes_nothing_and_bad_options_exit_2(tiny):
     root, data = tiny
