@@ -15,8 +15,9 @@
 #   (c) what fits after: next-scale and MaskGIT compiled, raster without a KV cache (the paper's
 #       baseline) at batch 1, the GPU-only equality tests.
 # Results are written as each part finishes: $OUT/status.json (per part: rc, seconds, timed out or
-# not), the main JSON reports, and $OUT/results.tgz (every JSON, log and plot). That is at most 8 files,
-# the most the device tool brings back. $OUT defaults to ./gpu-results.
+# not), the main JSON reports (speed-*.json, train-step.json) and $OUT/results.tgz (every JSON, log
+# and plot; results-*.json only there). That is 7 files, under the 8 the device tool brings back.
+# $OUT defaults to ./gpu-results.
 #
 # --dry-run: CPU, --resolution tiny, depth 1, batch 1,2, one timed call; the wheel step runs
 # ../shared/device/wheels.sh in a scratch folder (or takes GPU_RESULTS_WHEELS=DIR), and the install line
@@ -134,8 +135,10 @@ B="$G bench $DEV $SIZE"
 # (a) the speed table
 part speed-eager 150 "$B --orders next-scale,maskgit $REP --json $RES/speed-eager.json \
   && $B --orders raster --tokens-only $RREP --json $RES/speed-raster.json"
-part speed-raster-compiled 200 "$B --orders raster --tokens-only $COMPILE $REP --json $RES/speed-raster-compiled.json"
-part speed-tokens 60 "$B --orders next-scale,maskgit --tokens-only $REP --json $RES/speed-tokens.json"
+# batch 1 first, in its own process and file: a compile that runs long still leaves batch 1 timed
+part speed-raster-compiled 200 "$B --orders raster --tokens-only $COMPILE $REP --batch-sizes 1 --json $RES/speed-raster-compiled-b1.json \
+  && $B --orders raster --tokens-only $COMPILE $REP --batch-sizes ${SIZE##*--batch-sizes 1,} --json $RES/speed-raster-compiled.json"
+part speed-tokens 60 "$B --orders next-scale,maskgit --tokens-only $REP --json $RES/results-tokens.json"
 # (b) the training step
 part train-step 150 "$PY scripts/train_step_speed.py $TRAIN --orders next-scale --backends $BACKENDS --json $RES/train-step.json"
 # (c) whatever fits
