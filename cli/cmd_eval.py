@@ -20,7 +20,8 @@ from genorder.images import to_uint8
 from genorder.runs import load_run, load_tokenizer, write_json
 from genorder.trainer import resolve_device
 from genorder_cli.app import app, console, guarded, progress_bar
-from genorder_cli.common import generate_with_bar, make_sampler
+from genorder_cli.app import err_console
+from genorder_cli.common import ImageSizeOpt, ThreadsOpt, generate_with_bar, make_sampler, set_threads, tokenizer_stem
 
 Opt = typer.Option
 INCEPTION = "genorder-inception-fid"  # = genorder.metrics.INCEPTION (imported lazily: torch-fidelity is optional)
@@ -139,7 +140,7 @@ def reconstruct(tokenizer, images_uint8: torch.Tensor, device: torch.device, bat
 @guarded
 def eval_cmd(
     run: Annotated[Optional[Path], Opt(help="run directory: score n generated samples")] = None,
-    tokenizer: Annotated[Optional[Path], Opt(help="tokenizer checkpoint: reconstruction FID and PSNR")] = None,
+    tokenizer: Annotated[Optional[Path], Opt(help="tokenizer checkpoint (file, or a tokenizer / run folder): reconstruction FID and PSNR")] = None,
     samples: Annotated[Optional[Path], Opt(help="a uint8 .npz from `genorder sample --npz` (array 'images')")] = None,
     dataset: Annotated[Optional[str], Opt(help="reference dataset for --tokenizer/--samples (a run knows its own)")] = None,
     n: Annotated[int, Opt(help="images to generate / reconstruct")] = 1000,
@@ -157,8 +158,11 @@ def eval_cmd(
     ref_n: Annotated[Optional[int], Opt(help="reference images from the test split (default all)")] = None,
     kid_subsets: Annotated[int, Opt(help="KID subsets")] = 100,
     cache_dir: Annotated[Optional[Path], Opt(help="reference feature cache (default $GENORDER_FID_CACHE or ~/.cache/genorder/fid)")] = None,
+    image_size: ImageSizeOpt = None,
+    threads: ThreadsOpt = None,
 ) -> None:
     """Score samples (FID, KID, precision/recall; IS is n/a offline) or a tokenizer's reconstructions."""
+    set_threads(threads)
     given = [x for x in (run, tokenizer, samples) if x is not None]
     if len(given) != 1:
         raise UserError("give exactly one of --run DIR, --tokenizer CKPT, --samples NPZ")
@@ -169,6 +173,10 @@ def eval_cmd(
     if ref_n is not None and ref_n < 2:
         raise UserError(f"--ref-n must be at least 2, got {ref_n}")
     check_extractor(extractor)
+    from genorder.metrics import small_n_warnings
+
+    for line in small_n_warnings(n, ref_n):
+        err_console.print(f"[yellow]warning:[/yellow] {line}", highlight=False, soft_wrap=True)
     dev = resolve_device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise UserError("CUDA is not available on this machine; use --device cpu (or auto)")
@@ -210,11 +218,12 @@ def eval_cmd(
         title = f"{samples} · {len(images)} images"
     else:
         ds_spec = dataset or "fashion-mnist"
+        tokenizer = tokenizer_stem(tokenizer)
         tok, name = load_tokenizer(tokenizer, dev)
-        test = load_dataset(ds_spec, "test")
+        test = load_dataset(ds_spec, "test", image_size=image_size)
         if (test.channels, test.image_size) != (tok.channels, tok.image_size):
             raise UserError(f"tokenizer takes {tok.channels}x{tok.image_size}px images; {ds_spec} has "
-                            f"{test.channels}x{test.image_size}px")  # fmt: skip
+                            f"{test.channels}x{test.image_size}px (--image-size resizes it)")  # fmt: skip
         originals = test.images[:n]
         t0 = time.perf_counter()
         recon = reconstruct(tok, originals, dev, batch_size)
