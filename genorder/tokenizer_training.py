@@ -166,7 +166,7 @@ def reconstruct_grid(
 ) -> Path:
     """PNG with one row per image, the images spread over the classes (`spread_over_classes`),
     each row captioned with its class: the original, then the reconstruction from the first k
-    scales for k = 1..K, each column captioned ("original", "k=1 1x1", ..., the last = all scales)."""
+    scales for k = 1..K, each column captioned ("orig.", "k=1 / 1x1", ..., the last = all scales)."""
     labels_all = getattr(dataset, "labels", None)
     idx = spread_over_classes(labels_all, n) if labels_all is not None else torch.arange(min(n, len(dataset)))
     x, y = _images(dataset, idx)
@@ -178,7 +178,8 @@ def reconstruct_grid(
     cols = [x] + [tokenizer.decode(tokens[: k + 1]) for k in range(len(tokens))]
     tokenizer.train(was_training)
     grid = rearrange(torch.stack([c.float() for c in cols], dim=1), "n k c h w -> (n k) c h w")
-    top = ["original"] + [f"k={k + 1} {p}x{p}" for k, p in enumerate(tokenizer.scales)]
+    top = ["orig."] + [f"k={k + 1}\n{p}x{p}" for k, p in enumerate(tokenizer.scales)]
+    scale = max(scale, math.ceil(36 / x.shape[-1]))  # room for the captions under small images
     names = class_names or getattr(dataset, "class_names", None)
     left = [str(names[int(c)]) if names else str(int(c)) for c in y]
     return save_grid(grid.cpu(), path, nrow=len(cols), scale=scale, labels_left=left, labels_top=top)
