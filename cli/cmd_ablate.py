@@ -104,7 +104,8 @@ def ensure_tokenizer(name: str, options: dict, dataset_spec: str, out_dir: Path,
     from genorder_cli.cmd_tokenizer import train_tokenizer_run
 
     train_tokenizer_run(name, None, out_dir, {"steps": steps}, device=device, dataset_spec=dataset_spec,
-                        tokenizer_opts=options, train_opts={"batch_size": batch, "seed": 0})  # fmt: skip
+                        tokenizer_opts=options, train_opts={"batch_size": batch, "seed": 0},
+                        fit_dataset=False)  # the preset's size is the ablation's choice: convert the data to it  # fmt: skip
     return stem
 
 

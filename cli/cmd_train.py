@@ -125,7 +125,7 @@ def train_run(
 @app.command("train")
 @guarded
 def train(
-    order: Annotated[str, Opt(help="generation order: next-scale, raster, maskgit (see `genorder plugins`)")] = "next-scale",
+    order: Annotated[str, Opt(help="generation order, a registered name (see `genorder plugins`)")],
     depth: Annotated[Optional[int], Opt(help="backbone depth d (width 64·d, d heads); default 16 on a GPU, 4 on a CPU")] = None,
     dataset: Annotated[str, Opt(help="fashion-mnist, shapes, imagefolder:PATH or npz:PATH")] = "fashion-mnist",
     tokenizer: TokenizerOpt = None,
