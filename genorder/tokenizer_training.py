@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -235,6 +236,7 @@ def train_tokenizer(
     ckpt_meta = {**checkpoint_meta(name, tok), "train": cfg.model_dump(mode="json"), **(meta or {})}
     log_path = out_dir / "log.jsonl"
     m: dict[str, Any] = {}
+    t_last, img_last = time.perf_counter(), 0
 
     def save(final: bool) -> None:
         save_checkpoint(out_dir / "tokenizer", tok.state_dict(),
@@ -252,6 +254,9 @@ def train_tokenizer(
         m = {"step": step, **tok.training_step(x, step, tracker.fraction()), "lr": lr}
         tracker.update(x.shape[0])
         if step % cfg.log_every == 0 or step == 1:
+            now = time.perf_counter()
+            m["images_per_s"] = (tracker.spent.images - img_last) / max(now - t_last, 1e-9)
+            t_last, img_last = now, tracker.spent.images
             m["seconds"] = tracker.spent.seconds
             with log_path.open("a") as f:
                 f.write(json.dumps(m) + "\n")
