@@ -50,7 +50,7 @@ from genorder.trainer import resolve_device
 from genorder_cli.app import app, console, guarded
 from genorder_cli.cmd_eval import check_extractor, record, score_images
 from genorder_cli.cmd_train import train_run
-from genorder_cli.common import generate_with_bar, make_sampler
+from genorder_cli.common import ThreadsOpt, generate_with_bar, make_sampler, set_threads
 
 Opt = typer.Option
 
@@ -152,8 +152,10 @@ def ablate(
     ref_n: Annotated[Optional[int], Opt(help="reference test images (default: the preset's)")] = None,
     images: Annotated[Optional[int], Opt(help="override the budget: training images per row")] = None,
     cache_dir: Annotated[Optional[Path], Opt(help="reference feature cache (default $GENORDER_FID_CACHE or ~/.cache/genorder/fid)")] = None,
+    threads: ThreadsOpt = None,
 ) -> None:
     """Train and score the VAR ablation rows under one budget; write OUT/ABLATION.md and ablation.json."""
+    set_threads(threads)
     p = get_preset(preset)
     selected = select_rows(rows)
     seed_list = parse_seeds(seeds or p.seeds)

@@ -6,7 +6,8 @@ docs/PLUGINS.md walks through a complete order):
 * registering: `hookimpl` (decorate `register_orders(register)` etc.), `ComponentConfig` (the
   pydantic base of every component's nested `Config`, extra="forbid"), `UserError`;
 * interfaces: `Order`, `Stem`, `TrainBatch`, `IGNORE`, `Progress`, `Tokenizer`,
-  `TrainableTokenizer`, `Sampler`, `StandardSampler`;
+  `TrainableTokenizer` with its `TokenizerTrainConfig`, `DefaultFor` (a preset's declared default
+  shape), `Sampler`, `StandardSampler`;
 * layouts and attention patterns: `TokenLayout`, `causal_groups`, `block_causal_groups`,
   `bidirectional_groups`;
 * the backbone an order runs: `GenModel` (its `new_cache`, `forward(inputs, labels, start, cache)`,
@@ -32,12 +33,13 @@ from genorder.layout import TokenLayout, bidirectional_groups, block_causal_grou
 from genorder.model import BackboneConfig, GenModel, build_model, init_std  # noqa: E402
 from genorder.order import IGNORE, Order, Progress, Stem, TrainBatch  # noqa: E402
 from genorder.sampler import Sampler, StandardSampler  # noqa: E402
-from genorder.tokenizer import Tokenizer, TrainableTokenizer  # noqa: E402
+from genorder.tokenizer import DefaultFor, Tokenizer, TokenizerTrainConfig, TrainableTokenizer  # noqa: E402
 
 __all__ = [
     "IGNORE",
     "BackboneConfig",
     "ComponentConfig",
+    "DefaultFor",
     "GenModel",
     "KVCache",
     "Order",
@@ -47,6 +49,7 @@ __all__ = [
     "Stem",
     "TokenLayout",
     "Tokenizer",
+    "TokenizerTrainConfig",
     "TrainBatch",
     "TrainableTokenizer",
     "UserError",

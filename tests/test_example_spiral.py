@@ -91,3 +91,21 @@ def test_palette_tokenizer_trains_from_the_cli(tmp_path):
     assert m["tokenizer"] == "palette" and m["channels"] == 3 and m["image_size"] == 32
     assert min(m["colour"]["correlation"]) > 0.5  # colours survive: each channel tracks the original
     assert (out / "reconstructions.png").is_file()
+
+
+def test_the_plugin_uses_the_public_api_only():
+    """Every genorder import of the example is `from genorder import ...` (the public API), each
+    name exported in `genorder.__all__`."""
+    import ast
+    from pathlib import Path
+
+    import genorder
+    import genorder_spiral
+
+    for path in Path(genorder_spiral.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("genorder"):
+                assert node.module == "genorder", f"{path.name} imports {node.module}"
+                assert {a.name for a in node.names} <= set(genorder.__all__), path.name
+            if isinstance(node, ast.Import):
+                assert not any(a.name.startswith("genorder") for a in node.names), path.name

@@ -19,8 +19,7 @@ from einops import rearrange
 from pydantic import Field, model_validator
 from torch import nn
 
-from genorder import ComponentConfig, TrainableTokenizer
-from genorder.tokenizer import TokenizerTrainConfig
+from genorder import ComponentConfig, TokenizerTrainConfig, TrainableTokenizer
 
 
 class PaletteConfig(ComponentConfig):
