@@ -21,7 +21,15 @@ from genorder.runs import load_run, load_tokenizer, write_json
 from genorder.trainer import resolve_device
 from genorder_cli.app import app, console, guarded, progress_bar
 from genorder_cli.app import err_console
-from genorder_cli.common import ImageSizeOpt, ThreadsOpt, generate_with_bar, make_sampler, set_threads, tokenizer_stem
+from genorder_cli.common import (
+    ImageSizeOpt,
+    ThreadsOpt,
+    generate_with_bar,
+    make_sampler,
+    set_threads,
+    tokenizer_stem,
+    with_tokenizer,
+)
 
 Opt = typer.Option
 INCEPTION = "genorder-inception-fid"  # = genorder.metrics.INCEPTION (imported lazily: torch-fidelity is optional)
@@ -140,7 +148,7 @@ def reconstruct(tokenizer, images_uint8: torch.Tensor, device: torch.device, bat
 @guarded
 def eval_cmd(
     run: Annotated[Optional[Path], Opt(help="run directory: score n generated samples")] = None,
-    tokenizer: Annotated[Optional[Path], Opt(help="tokenizer checkpoint (file, or a tokenizer / run folder): reconstruction FID and PSNR")] = None,
+    tokenizer: Annotated[Optional[Path], Opt(help="tokenizer checkpoint (file, or a tokenizer / run folder): reconstruction FID and PSNR; with --run: decode the samples with it instead of the run's copy")] = None,
     samples: Annotated[Optional[Path], Opt(help="a uint8 .npz from `genorder sample --npz` (array 'images')")] = None,
     dataset: Annotated[Optional[str], Opt(help="reference dataset for --tokenizer/--samples (a run knows its own)")] = None,
     n: Annotated[int, Opt(help="images to generate / reconstruct")] = 1000,
@@ -163,7 +171,7 @@ def eval_cmd(
 ) -> None:
     """Score samples (FID, KID, precision/recall; IS is n/a offline) or a tokenizer's reconstructions."""
     set_threads(threads)
-    given = [x for x in (run, tokenizer, samples) if x is not None]
+    given = [x for x in (run, tokenizer if run is None else None, samples) if x is not None]
     if len(given) != 1:
         raise UserError("give exactly one of --run DIR, --tokenizer CKPT, --samples NPZ")
     if n < 2:
@@ -184,7 +192,7 @@ def eval_cmd(
                                   kid_subsets=kid_subsets, cache_dir=cache_dir)  # fmt: skip
     if run is not None:
         sampler = make_sampler({}, cfg=cfg, cfg_schedule=cfg_schedule, top_k=top_k, top_p=top_p, temperature=temperature)
-        r = load_run(run, dev)
+        r = with_tokenizer(load_run(run, dev), None if tokenizer is None else str(tokenizer), dev)
         ds_spec = r.meta.get("dataset") or "fashion-mnist"
         if dataset and dataset != ds_spec:
             raise UserError(f"{run} was trained on {ds_spec}; --dataset {dataset} would score it against another set")
@@ -194,6 +202,7 @@ def eval_cmd(
         t_sample = time.perf_counter() - t0
         m = score_images(images, ds_spec, **common)
         rec = record("samples", m, run=str(run), order=r.order_name, dataset=ds_spec, n=n, seed=seed,
+                     tokenizer=str(tokenizer) if tokenizer is not None else "the run's copy",
                      sampler={"name": "standard", **sampler.config.model_dump()}, class_balanced=True,
                      device=str(dev), sampling_seconds=t_sample, scoring_seconds=m["seconds"])  # fmt: skip
         path = out or run / "eval.json"

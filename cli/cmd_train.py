@@ -29,6 +29,7 @@ from genorder_cli.common import (
     make_sampler,
     resolve_tokenizer,
     set_threads,
+    with_tokenizer,
 )
 
 Opt = typer.Option
@@ -192,13 +193,14 @@ def sample(
     seed: Annotated[int, Opt(help="sampling seed")] = 0,
     device: Annotated[str, Opt(help="auto, cpu, cuda")] = "auto",
     npz: Annotated[Optional[Path], Opt(help="also save the images as uint8 .npz (for FID elsewhere)")] = None,
+    tokenizer: Annotated[Optional[str], Opt(help="decode with this tokenizer checkpoint or folder instead of the run's copy (same scales and V)")] = None,
     threads: ThreadsOpt = None,
 ) -> None:
     """Write a class-conditional sample grid (one row per class) from a trained run."""
     set_threads(threads)
     sampler = make_sampler({}, cfg=cfg, cfg_schedule=cfg_schedule, top_k=top_k, top_p=top_p,
                            temperature=temperature, more_smooth=more_smooth)
-    r = load_run(run, resolve_device(device))
+    r = with_tokenizer(load_run(run, resolve_device(device)), tokenizer, resolve_device(device))
     labels = class_balanced_labels(r.model.num_classes, r.model.num_classes * per_class)
     images = generate_with_bar(r, labels, sampler, seed=seed, batch_size=64, title=f"sample {r.order_name}")
     path = out or run / f"samples-seed{seed}.png"

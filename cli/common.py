@@ -154,6 +154,26 @@ def resolve_tokenizer(
     return tok, stem
 
 
+def with_tokenizer(run, spec: str | None, device: torch.device):
+    """`sample/eval --run DIR --tokenizer CKPT`: decode the run's tokens with another checkpoint
+    (a file, or a tokenizer or run folder) of the same scales and codebook size, e.g. a tokenizer
+    trained longer; None keeps the run's own copy."""
+    if spec is None:
+        return run
+    from dataclasses import replace
+
+    from genorder.runs import load_tokenizer
+
+    if not is_checkpoint_spec(spec):
+        raise UserError(f"--tokenizer {spec}: with --run, give a trained tokenizer checkpoint or folder")
+    tok, _ = load_tokenizer(tokenizer_stem(spec), device)
+    own = run.tokenizer
+    if (tuple(tok.scales), tok.codebook_size) != (tuple(own.scales), own.codebook_size):
+        raise UserError(f"--tokenizer {spec}: scales {tuple(tok.scales)} and V {tok.codebook_size} differ from the "
+                        f"run's tokenizer ({tuple(own.scales)}, V {own.codebook_size})")  # fmt: skip
+    return replace(run, tokenizer=tok)
+
+
 def generate_with_bar(run, labels: torch.Tensor, sampler: Sampler, seed: int, batch_size: int, title: str) -> torch.Tensor:
     from genorder.sampling import generate_images
 

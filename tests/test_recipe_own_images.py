@@ -74,6 +74,12 @@ def test_your_own_images_recipe(tmp_path, monkeypatch):
     with np.load(tmp_path / "s.npz") as z:
         assert z["images"].shape == (2 * len(CLASSES), 3, 16, 16)
 
+    # decoding with another checkpoint of the same shape (here the tokenizer folder itself) works;
+    # one of other scales is refused
+    assert invoke("sample", "--run", "runs/next-scale", "--per-class", "1", "--tokenizer", "runs/tok-ms").exit_code == 0
+    r = invoke("sample", "--run", "runs/next-scale", "--per-class", "1", "--tokenizer", "runs/tok-ss", "--out", "x.png")
+    assert r.exit_code == 2 and "differ from the run's tokenizer" in r.output and not (tmp_path / "x.png").exists()
+
     # 4. eval (the tiny random extractor stands in for Inception here), with the small-n warning
     r = invoke("eval", "--run", "runs/next-scale", "--n", "16", "--extractor", "genorder-tiny-random",
                "--kid-subsets", "3", "--image-size", "16")  # fmt: skip
