@@ -183,7 +183,8 @@ def eval_cmd(
     check_extractor(extractor)
     from genorder.metrics import small_n_warnings
 
-    for line in small_n_warnings(n, ref_n):
+    warnings = small_n_warnings(n, ref_n)
+    for line in warnings:
         err_console.print(f"[yellow]warning:[/yellow] {line}", highlight=False, soft_wrap=True)
     dev = resolve_device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
@@ -245,6 +246,7 @@ def eval_cmd(
         stem = tokenizer.with_suffix("") if tokenizer.suffix in (".json", ".safetensors") else tokenizer
         path = out or stem.with_name(stem.name + "-eval.json")
         title = f"{tokenizer} · reconstructions of {len(originals)} {ds_spec} test images"
+    rec["warnings"] = warnings
     write_json(path, rec)
     print_metrics(title, rec)
     console.print(f"wrote {path}")

@@ -87,7 +87,7 @@ def test_your_own_images_recipe(tmp_path, monkeypatch):
     out = " ".join(r.output.split())
     assert "warning: KID" in out and "warning: precision/recall" in out
     rec = json.loads((tmp_path / "runs/next-scale/eval.json").read_text())
-    assert rec["n_fake"] == 16 and np.isfinite(rec["metrics"]["fid"])
+    assert rec["n_fake"] == 16 and np.isfinite(rec["metrics"]["fid"]) and len(rec["warnings"]) == 2
 
 
 def test_train_with_a_preset_configured_by_set(tmp_path, monkeypatch):
