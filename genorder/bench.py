@@ -558,13 +558,14 @@ def build_subjects(config: BenchConfig, device: torch.device) -> Iterator[Subjec
 
 
 def cast_for_inference(subject: Subject, dtype: torch.dtype) -> None:
-    """bf16: backbone weights and the decoder in bf16 (run under autocast for mixed inputs); the
-    quantizer and codebook stay fp32, as in VAR."""
+    """bf16: backbone weights and the tokenizer's declared `low_precision_modules` (the VQVAE: its
+    decoder) in bf16, run under autocast for mixed inputs; the rest (quantizer, codebook) stays fp32,
+    as in VAR."""
     if dtype == torch.float32:
         return
     subject.model.to(dtype)
     tok = subject.tokenizer
-    for name in ("decoder", "post_quant_conv"):
+    for name in getattr(tok, "low_precision_modules", ()):  # declared by the tokenizer
         mod = getattr(tok, name, None)
         if isinstance(mod, torch.nn.Module):
             mod.to(dtype)

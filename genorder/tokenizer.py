@@ -47,6 +47,8 @@ class Tokenizer(nn.Module, ABC):
     Config: type[ComponentConfig]
     #: the (order kind, channels, image size) this preset is the default tokenizer for
     default_for: ClassVar[tuple[DefaultFor, ...]] = ()
+    #: names of submodules that may run in bf16 at inference (`genorder bench` casts them); the rest stays fp32
+    low_precision_modules: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: ComponentConfig) -> None:
         super().__init__()

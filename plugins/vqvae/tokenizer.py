@@ -83,6 +83,7 @@ class MultiScaleVQVAE(TrainableTokenizer):
     TrainConfig: ClassVar[type[VQVAETrainConfig]] = VQVAETrainConfig
     registry_name: ClassVar[str] = "msvq"
     default_for: ClassVar[tuple[DefaultFor, ...]] = ()
+    low_precision_modules: ClassVar[tuple[str, ...]] = ("decoder", "post_quant_conv")  # the quantizer stays fp32
 
     def __init__(self, config: MultiScaleVQVAEConfig) -> None:
         super().__init__(config)
