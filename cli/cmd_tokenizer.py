@@ -157,11 +157,15 @@ def metrics_table(m: dict[str, Any], title: str) -> Table:
 
 
 TRAIN_HELP = (
-    "Train a (multi-scale) VQVAE tokenizer on a dataset.\n\n"
-    "Writes OUT/tokenizer.safetensors + .json (the checkpoint other commands take), log.jsonl, "
-    "reconstructions.png (originals, then the reconstructions from the first k scales for every k) and "
-    "metrics.json (held-out PSNR per k, codebook usage per scale). Budget limits combine: the run stops "
-    "at the first one reached. Example: genorder train-tokenizer --steps 2000 --set tokenizer.vocab_size=1024"
+    "Train any registered trainable tokenizer (genorder.TrainableTokenizer) on a dataset.\n\n"
+    "With no --tokenizer, the multi-scale preset declared for the dataset's channels and size; the "
+    "tokenizer takes the dataset's channels and size unless --set tokenizer.* says otherwise, and the "
+    "images are converted only on --image-size / --channels. Writes OUT/tokenizer.safetensors + .json "
+    "(the checkpoint other commands take), log.jsonl, reconstructions.png (images spread over the "
+    "classes: the original, then the reconstruction from the first k scales for every k, captioned) and "
+    "metrics.json (held-out PSNR per k, codebook usage per scale, the per-channel colour check). Budget "
+    "limits combine: the run stops at the first one reached. Example: genorder train-tokenizer --steps "
+    "2000 --set tokenizer.vocab_size=1024"
 )
 
 
