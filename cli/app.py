@@ -17,7 +17,7 @@ from genorder.errors import UserError
 
 app = typer.Typer(
     name="genorder",
-    help="Train and compare image generation orders (VAR next-scale, raster AR, MaskGIT).",
+    help="Train and compare image generation orders (every registered one: see `genorder plugins`).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

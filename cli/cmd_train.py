@@ -20,7 +20,17 @@ from genorder.registry import registry
 from genorder.runs import copy_checkpoint, list_runs, load_run, run_meta, write_json
 from genorder.trainer import Trainer, TrainConfig, resolve_device
 from genorder_cli.app import app, console, guarded, progress_bar
-from genorder_cli.common import generate_with_bar, layered, make_sampler, resolve_tokenizer
+from genorder_cli.common import (
+    ImageSizeOpt,
+    ThreadsOpt,
+    TokenizerOpt,
+    generate_with_bar,
+    layered,
+    make_sampler,
+    resolve_tokenizer,
+    set_threads,
+    with_tokenizer,
+)
 
 Opt = typer.Option
 
@@ -43,6 +53,7 @@ def train_run(
     resume: bool = False,
     samples_per_class: int = 8,
     quiet: bool = False,
+    image_size: int | None = None,
 ) -> dict:
     """Build everything from options, train under the budget, write the run directory. Used by
     `train`, and by `compare`/`ablate` for every row, so all rows go through the same code."""
@@ -67,18 +78,21 @@ def train_run(
         raise UserError(f"--resume: {out} has no checkpoint to resume from")
     if not resume and (out / "model.json").exists():
         raise UserError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
-    ds = load_dataset(dataset_spec, "train")
+    ds = load_dataset(dataset_spec, "train", image_size=image_size)
+    tok_opts = {k: v for k, v in sections.get("tokenizer", {}).items() if k != "name"}
+    tokenizer_spec = tokenizer_spec or sections.get("tokenizer", {}).get("name")
     tokenizer, tok_stem = resolve_tokenizer(
-        tokenizer_spec, order, dataset_spec, ds, device, tokenizer_steps, tokenizer_minutes, may_train=w.size == 1
+        tokenizer_spec, order, dataset_spec, ds, device, tokenizer_steps, tokenizer_minutes, may_train=w.size == 1,
+        options=tok_opts,
     )
     if tokenizer.channels != ds.channels or tokenizer.image_size != ds.image_size:
         raise UserError(
             f"tokenizer expects {tokenizer.channels}x{tokenizer.image_size}px images, dataset {dataset_spec} has "
-            f"{ds.channels}x{ds.image_size}px"
+            f"{ds.channels}x{ds.image_size}px; pass --image-size {tokenizer.image_size} to resize the dataset"
         )
     torch.manual_seed(tcfg.seed)  # the initialisation depends on the seed alone (and is the same on every rank)
     model = build_model(order, tokenizer, bb, ds.num_classes)
-    meta = run_meta(order_name, order, bb, model, dataset=dataset_spec, class_names=ds.class_names,
+    meta = run_meta(order_name, order, bb, model, dataset=dataset_spec, class_names=ds.class_names, image_size=ds.image_size,
                     tokenizer_source=str(tok_stem), layout=list(order.layout(tokenizer).scales))
     if w.main:
         out.mkdir(parents=True, exist_ok=True)
@@ -112,10 +126,11 @@ def train_run(
 @app.command("train")
 @guarded
 def train(
-    order: Annotated[str, Opt(help="generation order: next-scale, raster, maskgit (see `genorder plugins`)")] = "next-scale",
+    order: Annotated[str, Opt(help="generation order, a registered name (see `genorder plugins`)")],
     depth: Annotated[Optional[int], Opt(help="backbone depth d (width 64·d, d heads); default 16 on a GPU, 4 on a CPU")] = None,
     dataset: Annotated[str, Opt(help="fashion-mnist, shapes, imagefolder:PATH or npz:PATH")] = "fashion-mnist",
-    tokenizer: Annotated[Optional[str], Opt(help="tokenizer checkpoint, or a preset to train first (default: by order)")] = None,
+    tokenizer: TokenizerOpt = None,
+    image_size: ImageSizeOpt = None,
     tokenizer_steps: Annotated[int, Opt(help="steps when a tokenizer has to be trained first")] = 300,
     tokenizer_minutes: Annotated[Optional[float], Opt(help="cap, in minutes, on that tokenizer training")] = None,
     steps: Annotated[Optional[int], Opt(help="budget: optimizer steps")] = None,
@@ -132,10 +147,12 @@ def train(
     resume: Annotated[bool, Opt(help="continue the run in --out")] = False,
     seed: Annotated[Optional[int], Opt(help="seed of data order, dropout and sampling")] = None,
     device: Annotated[Optional[str], Opt(help="auto, cpu, cuda, cuda:1")] = None,
-    config: Annotated[Optional[Path], Opt(help="TOML with [order] [backbone] [train] [budget] [sampler] sections")] = None,
-    set_: Annotated[Optional[list[str]], Opt("--set", help="override: section.key=value (repeatable)")] = None,
+    threads: ThreadsOpt = None,
+    config: Annotated[Optional[Path], Opt(help="TOML with [order] [backbone] [train] [budget] [sampler] [tokenizer] sections")] = None,
+    set_: Annotated[Optional[list[str]], Opt("--set", help="override: section.key=value, e.g. tokenizer.vocab_size=512 (repeatable)")] = None,
 ) -> None:
     """Train one order under a budget; writes checkpoints, log.jsonl, samples.png and summary.json."""
+    set_threads(threads)
     sections = layered(config, set_)
     budget = {"steps": steps, "images": images, "minutes": minutes, "flops": flops}
     if all(v is None for v in budget.values()) and not sections.get("budget"):
@@ -149,7 +166,7 @@ def train(
         tokenizer_minutes=tokenizer_minutes, depth=d,
         budget=budget, sections=sections, backbone_opts={"adaln": adaln, "qk_norm": qk_norm},
         train_opts={"batch_size": batch_size, "lr": lr, "seed": seed, "device": device},
-        sampler_opts={"cfg": cfg, "top_k": top_k}, resume=resume,
+        sampler_opts={"cfg": cfg, "top_k": top_k}, resume=resume, image_size=image_size,
     )
     if not world().main:
         return
@@ -176,11 +193,14 @@ def sample(
     seed: Annotated[int, Opt(help="sampling seed")] = 0,
     device: Annotated[str, Opt(help="auto, cpu, cuda")] = "auto",
     npz: Annotated[Optional[Path], Opt(help="also save the images as uint8 .npz (for FID elsewhere)")] = None,
+    tokenizer: Annotated[Optional[str], Opt(help="decode with this tokenizer checkpoint or folder instead of the run's copy (same scales and V)")] = None,
+    threads: ThreadsOpt = None,
 ) -> None:
     """Write a class-conditional sample grid (one row per class) from a trained run."""
+    set_threads(threads)
     sampler = make_sampler({}, cfg=cfg, cfg_schedule=cfg_schedule, top_k=top_k, top_p=top_p,
                            temperature=temperature, more_smooth=more_smooth)
-    r = load_run(run, resolve_device(device))
+    r = with_tokenizer(load_run(run, resolve_device(device)), tokenizer, resolve_device(device))
     labels = class_balanced_labels(r.model.num_classes, r.model.num_classes * per_class)
     images = generate_with_bar(r, labels, sampler, seed=seed, batch_size=64, title=f"sample {r.order_name}")
     path = out or run / f"samples-seed{seed}.png"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import one_thread
+from genorder.testing import one_thread
 from PIL import Image
 from typer.testing import CliRunner
 
