@@ -401,6 +401,8 @@ def _write_table(out: Path, p: Preset, selected: list[Row], seeds: list[int], ds
     if not no_eval and any(r["class_acc"]["mean"] is None for r in table):
         pending.append("some rows have no class accuracy yet (it needs genorder.classifier; re-run with --eval-only)")
     steps, images = budget_steps_images(p)
+    clf_acc = next((v["class"]["classifier"].get("test_accuracy") for per in results.values() for v in per.values()
+                    if v.get("class") and v["class"].get("classifier")), None)  # fmt: skip
     trained = {(r["train_steps"], r["train_images"]) for r in table if r["train_steps"] is not None}
     if len(trained) > 1:
         pending.append(f"rows trained with different budgets: {sorted(trained)}")
@@ -409,7 +411,9 @@ def _write_table(out: Path, p: Preset, selected: list[Row], seeds: list[int], ds
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"), "device": _devices(results, edev, not no_eval), "seeds": seeds, "dataset": ds_spec, "tokenizers": tok,
         "budget": f"{p.budget} = {steps} steps, {images:,} images, the same for every trained row", "train": p.train,
         "evaluation": f"{p.n_eval} class-balanced samples per row and seed vs {p.ref_n or 'all'} test images, "
-                      f"extractor {p.extractor}, bootstrap {p.bootstrap}, KID subsets {p.kid_subsets}",
+                      f"extractor {p.extractor}, bootstrap {p.bootstrap}, KID subsets {p.kid_subsets}"
+                      + (f"; class accuracy by a classifier with {100 * clf_acc:.1f}% test accuracy on real images"
+                         if clf_acc is not None else ""),
         "note": p.note, "pending": "; ".join(pending) or None,
         "reading": render_reading(readings(results, seeds)),
     }  # fmt: skip

@@ -320,5 +320,6 @@ def test_class_accuracy_seeds_and_reading_through_the_command(tmp_path, monkeypa
     md = (out / "ABLATION.md").read_text()
     assert "## Reading, delta by delta" in md and "**MaskGIT (against raster)** (row 1 → 8" in md
     assert "| 25.0 ± 0.0 [25.0, 25.0] |" in md and "**pending**" not in md
+    assert "classifier with 90.0% test accuracy on real images" in md
     r = invoke("--out", str(out), "--rows", "1,8", "--seeds", "0,1,2")  # nothing left to do
     assert r.exit_code == 0 and r.output.count("not retraining") == 6 and "class accuracy" not in r.output
