@@ -33,6 +33,7 @@ from genorder.scaling import (
     plot_scaling,
     point_key,
     read_points,
+    train_key,
     append_point,
     test_token_loss,
 )
@@ -168,7 +169,8 @@ def scale(
         if key in have:
             console.print(f"{p.name}: already in points.jsonl, skipping")
             continue
-        rdir = out / "runs" / f"{p.name}-{short(key, 8)}"  # another budget or tokenizer: another folder
+        # one folder per trained model: another budget or tokenizer trains anew, other scoring does not
+        rdir = out / "runs" / f"{p.name}-{short(train_key(cfg, p, context), 8)}"
         if not (rdir / "model.json").exists() or not read_meta(rdir / "model").get("final"):
             bb = cfg.backbone(p.depth)
             train_run(

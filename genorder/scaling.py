@@ -95,12 +95,21 @@ def plan_budget(cfg: ScaleConfig, params: int, tokens_per_image: int) -> tuple[i
     return steps, steps * cfg.batch_size
 
 
-def point_key(cfg: ScaleConfig, plan: Plan, context: dict[str, Any]) -> str:
-    """Fingerprint of what decides a point's result: the shared config (minus the list of orders and
-    depths, so adding sizes later keeps the finished points), the point, and `context` (dataset and
-    tokenizer content hashes)."""
-    shared = cfg.model_dump(mode="json", exclude={"orders", "depths"})
+EVAL_FIELDS = {"eval_n", "eval_batch", "accuracy_n", "cfg"}  # measurement only: no retraining
+
+
+def train_key(cfg: ScaleConfig, plan: Plan, context: dict[str, Any]) -> str:
+    """Fingerprint of what decides a point's trained model: the shared config without the lists of
+    orders and depths (adding sizes later keeps the finished points) and without the evaluation
+    settings, the point, and `context` (dataset and tokenizer content hashes)."""
+    shared = cfg.model_dump(mode="json", exclude={"orders", "depths", *EVAL_FIELDS})
     return config_fingerprint({"shared": shared, "point": asdict(plan), "context": context})
+
+
+def point_key(cfg: ScaleConfig, plan: Plan, context: dict[str, Any]) -> str:
+    """Fingerprint of a point's whole result: its trained model (`train_key`) and how it is scored."""
+    evals = cfg.model_dump(mode="json", include=EVAL_FIELDS)
+    return config_fingerprint({"train": train_key(cfg, plan, context), "eval": evals})
 
 
 # -- points on disk --------------------------------------------------------------------------------

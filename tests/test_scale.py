@@ -126,7 +126,7 @@ def common(data: str, out: Path, orders: str) -> list[str]:
 def test_scale_writes_points_fits_and_figures_and_resumes(tiny):
     root, data = tiny
     out = root / "out"
-    r = invoke(*common(data, out, "raster"))
+    r = invoke(*common(data, out, "raster"), "--accuracy-n", "8")
     assert r.exit_code == 0, r.output
     lines = (out / "points.jsonl").read_text().splitlines()
     pts = [json.loads(x) for x in lines]
@@ -138,7 +138,13 @@ def test_scale_writes_points_fits_and_figures_and_resumes(tiny):
         # the budget: 0.02 target tokens per parameter, in whole steps of 8 images
         assert p["steps"] == max(1, math.ceil(math.ceil(0.02 * p["params"] / 16) / 8))
     assert pts[0]["params"] < pts[1]["params"] < pts[2]["params"]
+    for p in pts:  # class consistency of 8 samples, scored by genorder.classifier (cached in runs/classifiers)
+        acc = p["class_acc"]
+        assert acc["n"] == 8 and acc["lo"] <= acc["acc"] <= acc["hi"] and p["class_error"] == pytest.approx(1 - acc["acc"])
+        assert 0 < acc["classifier_test_accuracy"] <= 1
+    assert list((root / "runs" / "classifiers").glob("*/classifier.safetensors"))
     rep = json.loads((out / "scaling.json").read_text())
+    assert set(rep["fits"]["class_error"]) == {"raster"}
     fit = rep["fits"]["loss"]["raster"]["params"]
     assert fit["n"] == 3 and "b" in fit and fit["b_ci_t"] is not None and -1 <= fit["r"] <= 1
     assert rep["frontier"] and len(rep["points"]) == 3
@@ -148,7 +154,7 @@ def test_scale_writes_points_fits_and_figures_and_resumes(tiny):
     # resume: the finished raster points are skipped (not retrained), maskgit's are added
     mtimes = {p: p.stat().st_mtime_ns for p in out.glob("runs/raster-*/model.safetensors")}
     assert len(mtimes) == 3
-    r = invoke(*common(data, out, "raster,maskgit"))
+    r = invoke(*common(data, out, "raster,maskgit"), "--accuracy-n", "8")
     assert r.exit_code == 0, r.output
     assert r.output.count("already in points.jsonl, skipping") == 3
     assert {p: p.stat().st_mtime_ns for p in out.glob("runs/raster-*/model.safetensors")} == mtimes
@@ -156,6 +162,14 @@ def test_scale_writes_points_fits_and_figures_and_resumes(tiny):
     assert lines2[:3] == lines and [json.loads(x)["order"] for x in lines2[3:]] == ["maskgit"] * 3
     rep = json.loads((out / "scaling.json").read_text())
     assert set(rep["fits"]["loss"]) == {"raster", "maskgit"} and len(rep["points"]) == 6
+
+    # other scoring (no class accuracy): new points from the same trained models, nothing retrained
+    r = invoke(*common(data, out, "raster"))
+    assert r.exit_code == 0, r.output
+    assert "skipping" not in r.output and "train raster" not in r.output  # scored again, not trained
+    assert {p: p.stat().st_mtime_ns for p in out.glob("runs/raster-*/model.safetensors")} == mtimes
+    rescored = json.loads((out / "scaling.json").read_text())["points"]
+    assert [q["loss"] for q in rescored] == [p["loss"] for p in pts] and all(q["class_acc"] is None for q in rescored)
 
     # another budget in the same folder: new points in new run folders, nothing reused from the old ones
     args = common(data, out, "raster")
