@@ -67,40 +67,41 @@ def main(argv: list[str] | None = None) -> int:
         tok_name, tok_opts = preset["multi" if multi else "single"]
         with torch.device(device):
             tok = registry("tokenizers").create(tok_name, tok_opts).eval()
-        for backend in _csv(a.backends):
-            for batch in (int(b) for b in _csv(a.batch_sizes)):
-                row = {"order": order_name, "backend": backend, "batch": batch, "depth": a.depth,
-                       "resolution": a.resolution, "amp_bf16": device.type == "cuda"}  # fmt: skip
-                model = None
-                try:
-                    torch.manual_seed(0)
-                    with torch.device(device):
-                        model = build_model(order, tok, BackboneConfig(depth=a.depth, attn_backend=backend),
-                                            preset["num_classes"])  # fmt: skip
-                    flops = train_flops_per_sample(model) * batch
-                    row.update(params=count_params(model), seq_len=model.seq_len, train_gflops_per_image=flops / batch / 1e9,
-                               attention_mode=model._plan(0, model.seq_len, False, device).mode)  # fmt: skip
-                    step = make_train_step(order, tok, model, batch, device)
-                    reset_peak_memory(device)
-                    t = time_fn(step, device, a.warmup, a.repeats)
-                    loss = float(step())
-                    row.update(
-                        seconds_per_step=t.median_s, all_s=list(t.all_s), clock=t.clock, images_per_s=batch / t.median_s,
-                        tflops_per_s=flops / t.median_s / 1e12, mfu=(flops / t.median_s / peak) if peak else None,
-                        of_matmul_ceiling=flops / t.median_s / ceilings.matmul_flops,
-                        peak_memory_bytes=peak_memory(device), loss=loss,
-                    )  # fmt: skip
-                except torch.OutOfMemoryError:
-                    row["error"] = "out of memory"
-                except Exception as e:  # noqa: BLE001 - one failed row must not lose the others
-                    row["error"] = f"{type(e).__name__}: {e}"[:500]
-                del model
-                if device.type == "cuda":
-                    torch.cuda.empty_cache()
-                data["rows"].append(row)
-                write_report(a.json, data)
-                shown = {k: row.get(k) for k in ("order", "backend", "batch", "images_per_s", "mfu", "peak_memory_bytes", "error")}
-                print(json.dumps(shown), flush=True)
+        # batch-major: both backends at the first batch size before the next, so a run cut short
+        # still holds a FlexAttention-against-SDPA pair
+        for batch, backend in ((int(b), k) for b in _csv(a.batch_sizes) for k in _csv(a.backends)):
+            row = {"order": order_name, "backend": backend, "batch": batch, "depth": a.depth,
+                   "resolution": a.resolution, "amp_bf16": device.type == "cuda"}  # fmt: skip
+            model = None
+            try:
+                torch.manual_seed(0)
+                with torch.device(device):
+                    model = build_model(order, tok, BackboneConfig(depth=a.depth, attn_backend=backend),
+                                        preset["num_classes"])  # fmt: skip
+                flops = train_flops_per_sample(model) * batch
+                row.update(params=count_params(model), seq_len=model.seq_len, train_gflops_per_image=flops / batch / 1e9,
+                           attention_mode=model._plan(0, model.seq_len, False, device).mode)  # fmt: skip
+                step = make_train_step(order, tok, model, batch, device)
+                reset_peak_memory(device)
+                t = time_fn(step, device, a.warmup, a.repeats)
+                loss = float(step())
+                row.update(
+                    seconds_per_step=t.median_s, all_s=list(t.all_s), clock=t.clock, images_per_s=batch / t.median_s,
+                    tflops_per_s=flops / t.median_s / 1e12, mfu=(flops / t.median_s / peak) if peak else None,
+                    of_matmul_ceiling=flops / t.median_s / ceilings.matmul_flops,
+                    peak_memory_bytes=peak_memory(device), loss=loss,
+                )  # fmt: skip
+            except torch.OutOfMemoryError:
+                row["error"] = "out of memory"
+            except Exception as e:  # noqa: BLE001 - one failed row must not lose the others
+                row["error"] = f"{type(e).__name__}: {e}"[:500]
+            del model
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            data["rows"].append(row)
+            write_report(a.json, data)
+            shown = {k: row.get(k) for k in ("order", "backend", "batch", "images_per_s", "mfu", "peak_memory_bytes", "error")}
+            print(json.dumps(shown), flush=True)
     write_report(a.json, data)
     return 0 if all("error" not in r for r in data["rows"]) else 1
 
