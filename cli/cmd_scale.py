@@ -61,14 +61,17 @@ def _class_accuracy(run, dataset_spec: str, n: int, cfg: float, seed: int, devic
     return {**res, "classifier_test_accuracy": info.get("test_accuracy")}
 
 
-def _tokenizer_shape(spec: str | None, order, device: torch.device):
-    """A checkpoint loaded, or a preset built untrained (its scales and V are what a plan needs)."""
+def _tokenizer_shape(spec: str | None, order, dataset, device: torch.device):
+    """A checkpoint loaded, or the preset `resolve_tokenizer` would train, built untrained (its
+    scales and V are all a plan needs)."""
     from genorder.runs import load_tokenizer
-    from genorder_cli.common import default_tokenizer_preset
+    from genorder.tokenizer_training import configure_for_dataset
+    from genorder_cli.common import is_checkpoint_spec, tokenizer_stem
 
-    if spec and (Path(spec).exists() or Path(spec + ".safetensors").exists()):
-        return load_tokenizer(spec, device)[0]
-    return registry("tokenizers").create(spec or default_tokenizer_preset(order.tokenizer_kind), {})
+    if spec and is_checkpoint_spec(spec):
+        return load_tokenizer(tokenizer_stem(spec), device)[0]
+    name, opts = configure_for_dataset(spec, order.tokenizer_kind, dataset.channels, dataset.image_size)
+    return registry("tokenizers").create(name, opts)
 
 
 def _plan(cfg: ScaleConfig, tokenizers: dict[str, Any], num_classes: int) -> list[Plan]:
@@ -93,13 +96,13 @@ def _fmt_ci(ci) -> str:
 @app.command("scale")
 @guarded
 def scale(
-    orders: Annotated[str, Opt(help="comma-separated orders")] = "next-scale,raster,maskgit",
+    orders: Annotated[Optional[str], Opt(help="comma-separated orders (default: every registered order; see `genorder plugins`)")] = None,
     depths: Annotated[str, Opt(help="comma-separated depths, at least 3 (4 or more for a law worth the name)")] = "1,2,3,4",
     width_per_depth: Annotated[int, Opt(help="width C = this x depth (the backbone's default is 64)")] = 64,
     tokens_per_param: Annotated[float, Opt(help="target tokens seen per parameter, the same for every point")] = 20.0,
     dataset: Annotated[str, Opt(help="fashion-mnist, shapes, imagefolder:PATH or npz:PATH")] = "fashion-mnist",
-    tokenizer_multi: Annotated[Optional[str], Opt(help="multi-scale tokenizer: checkpoint or preset (default msvq-fmnist, trained first if not cached)")] = None,
-    tokenizer_single: Annotated[Optional[str], Opt(help="single-scale tokenizer: checkpoint or preset (default vq-fmnist)")] = None,
+    tokenizer_multi: Annotated[Optional[str], Opt(help="tokenizer of the orders that take multi-scale tokens: a checkpoint, or a preset trained first when not cached (default: the preset declared for the dataset's shape)")] = None,
+    tokenizer_single: Annotated[Optional[str], Opt(help="tokenizer of the orders that take single-scale tokens (same rules)")] = None,
     tokenizer_steps: Annotated[int, Opt(help="steps when a tokenizer preset has to be trained first")] = 300,
     batch_size: Annotated[int, Opt(help="images per optimizer step, every point")] = 64,
     lr: Annotated[float, Opt(help="peak learning rate, every point")] = 2e-3,
@@ -113,7 +116,7 @@ def scale(
 ) -> None:
     """Train every order at several sizes under the same tokens per parameter; fit L = a·X^b per order."""
     cfg = build_config(ScaleConfig, {
-        "orders": parse_csv(orders), "depths": parse_csv(depths, int), "width_per_depth": width_per_depth,
+        "orders": parse_csv(orders) or None, "depths": parse_csv(depths, int), "width_per_depth": width_per_depth,
         "tokens_per_param": tokens_per_param, "batch_size": batch_size, "lr": lr, "seed": seed, "eval_n": eval_n,
         "accuracy_n": accuracy_n,
     }, section="scale")  # fmt: skip
@@ -139,7 +142,7 @@ def scale(
         spec = tokenizer_multi if kind == "multi-scale" else tokenizer_single
         order = registry("orders").create(order_name, {})
         if plan_only:  # the tokenizer's shape is enough for the plan: never train one here
-            tokenizers[kind], stems[kind] = _tokenizer_shape(spec, order, dev), None
+            tokenizers[kind], stems[kind] = _tokenizer_shape(spec, order, train_ds, dev), None
         else:
             tokenizers[kind], stems[kind] = resolve_tokenizer(spec, order, dataset, train_ds, dev, tokenizer_steps)
     context = {

@@ -49,10 +49,18 @@ def t975(df: int) -> float:
     return _T975[df - 1] if df <= len(_T975) else 1.96
 
 
+def registered_orders() -> list[str]:
+    """Every registered order, by name (the sweep's default)."""
+    from genorder.registry import registry
+
+    return sorted(registry("orders").names())
+
+
 class ScaleConfig(ComponentConfig):
     """Everything a sweep's points share (one fingerprint per point is taken over this and the point)."""
 
-    orders: list[str] = Field(default_factory=lambda: ["next-scale", "raster", "maskgit"], min_length=1)
+    orders: list[str] = Field(default_factory=lambda: registered_orders(), min_length=1,
+                              description="default: every registered order")
     depths: list[Annotated[int, Field(ge=1, le=64)]] = Field(default_factory=lambda: [1, 2, 3, 4], min_length=3)
     width_per_depth: int = Field(64, ge=8, description="width C = width_per_depth·depth (head dim 64 by default)")
     heads_per_depth: int = Field(1, ge=1, description="heads = heads_per_depth·depth")
