@@ -494,3 +494,86 @@ def test_bad_settings_and_bad_input_exit_2_with_nothing_written(lab):
     r = srv.run(*TRAIN, "--set", "train.budget.steps=3", "--out", "nested")
     assert r.rc == 0, r
     assert json.loads((root / "nested" / "summary.json").read_text())["spent"]["steps"] == 3
+
+
+# -- in-process units: the lock, skipped steps, the log rewind --------------------------------
+
+
+def test_run_lock_excludes_a_second_holder_and_names_its_pid(tmp_path):
+    from genorder.errors import UserError
+    from genorder.lock import RunLock
+
+    with RunLock(tmp_path) as first:
+        assert first.held and (tmp_path / ".lock").read_text().strip() == str(os.getpid())
+        with pytest.raises(UserError, match=f"PID {os.getpid()}"):
+            RunLock(tmp_path).acquire()
+    with RunLock(tmp_path) as again:  # released on exit
+        assert again.held
+
+
+class _Images(torch.utils.data.Dataset):
+    def __init__(self, n: int = 32) -> None:
+        g = torch.Generator().manual_seed(0)
+        self.images = torch.rand(n, 1, 8, 8, generator=g) * 2 - 1
+        self.num_classes = 2
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int):
+        return self.images[i], i % 2
+
+
+def _tiny_trainer(out: Path, steps: int, **train):
+    from helpers import TinyCodebookTokenizer, tiny_backbone
+
+    from genorder.budget import Budget
+    from genorder.model import build_model
+    from genorder.trainer import Trainer, TrainConfig
+    from genorder_plugins.raster import Raster
+
+    torch.manual_seed(0)
+    order, tok = Raster(Raster.Config()), TinyCodebookTokenizer((4,), 16)
+    model = build_model(order, tok, tiny_backbone(depth=1), 2)
+    cfg = TrainConfig(batch_size=4, lr=1e-3, budget=Budget(steps=steps), log_every=1, **train)
+    return Trainer(order, tok, model, _Images(), cfg, out, {})
+
+
+def test_a_non_finite_step_is_skipped_without_an_update_and_training_goes_on(tmp_path, monkeypatch):
+    from genorder.trainer import TrainingDiverged
+
+    tr = _tiny_trainer(tmp_path / "a", 6, checkpoint_every=1)
+    real_forward = tr.model.forward
+    poisoned = {3}  # the step (0-based) whose logits are NaN
+
+    def forward(*args, **kwargs):
+        out = real_forward(*args, **kwargs)
+        return out * float("nan") if tr.tracker.spent.steps in poisoned else out
+
+    monkeypatch.setattr(tr.model, "forward", forward)
+    weights: list[dict] = []
+    tr.fit(progress=lambda f, m: weights.append({k: v.clone() for k, v in tr.model.state_dict().items()}))
+    assert [bool(m.get("skipped")) for m in tr.history] == [False, False, False, True, False, False]
+    assert all(torch.equal(weights[2][k], weights[3][k]) for k in weights[2])  # no update at the skipped step
+    assert not all(torch.equal(weights[3][k], weights[4][k]) for k in weights[3])  # and updates after it
+    assert tr.nonfinite == {"streak": 0, "total": 1}
+    # a streak past the limit stops the run; the last good checkpoint stays
+    tr2 = _tiny_trainer(tmp_path / "b", 20, checkpoint_every=1, nonfinite_streak=2)
+    real2 = tr2.model.forward
+    monkeypatch.setattr(tr2.model, "forward", lambda *a, **k: real2(*a, **k) * (float("nan") if tr2.tracker.spent.steps >= 4 else 1.0))
+    with pytest.raises(TrainingDiverged, match="3 in a row"):
+        tr2.fit()
+    assert [s for s, _ in committed_checkpoints(tmp_path / "b")] == [6]  # steps 5, 6 skipped (finite state), 7 stops
+    assert tr2.history[-1]["step"] == 7
+
+
+def test_resume_rewinds_the_log_to_the_checkpoint(tmp_path):
+    tr = _tiny_trainer(tmp_path, 8, checkpoint_every=3)
+    tr.fit(stop_after=5)  # checkpoints at 3 and (on stopping) 5
+    with (tmp_path / "log.jsonl").open("a") as f:  # a killed writer's lines past its checkpoint, one torn
+        f.write(json.dumps({"step": 6, "loss": 1.0}) + "\n" + '{"step": 7, "lo')
+    again = _tiny_trainer(tmp_path, 8, checkpoint_every=3)
+    assert again.resume() and again.tracker.spent.steps == 5
+    assert sorted(losses(tmp_path)) == [1, 2, 3, 4, 5]
+    again.fit()
+    assert sorted(losses(tmp_path)) == list(range(1, 9))
