@@ -427,16 +427,21 @@ def runs(root: Annotated[Path, typer.Argument(help="a run directory or a folder 
         t.add_column(col, justify="right" if col not in ("run", "order", "stopped by") else "left")
     for p in paths:
         m = read_meta(p / "model")
-        s = m.get("spent", {})
         summ = {}
         if (p / "summary.json").exists():
-            import json
-
-            summ = json.loads((p / "summary.json").read_text())
-        t.add_row(p.name, m["order"]["name"], str(m["backbone"]["depth"]), f"{m['params'] / 1e6:.2f}M",
-                  str(s.get("steps", "")), f"{s.get('images', 0):,}", f"{s.get('tokens', 0):,}",
-                  f"{s.get('flops', 0) / 1e12:.2f}", f"{s.get('seconds', 0):.0f}",
-                  f"{summ.get('last', {}).get('loss', float('nan')):.3f}", str(summ.get("stopped_by", "")))
+            try:
+                summ = json.loads((p / "summary.json").read_text())
+            except (OSError, json.JSONDecodeError):
+                summ = {}
+        try:
+            s = m.get("spent") or {}
+            last = summ.get("last") or {}
+            t.add_row(p.name, m["order"]["name"], str(m["backbone"]["depth"]), f"{m['params'] / 1e6:.2f}M",
+                      str(s.get("steps", "")), f"{s.get('images', 0):,}", f"{s.get('tokens', 0):,}",
+                      f"{s.get('flops', 0) / 1e12:.2f}", f"{s.get('seconds', 0):.0f}",
+                      f"{last.get('loss', float('nan')):.3f}", str(summ.get("stopped_by", "")))  # fmt: skip
+        except (KeyError, TypeError, ValueError, AttributeError):
+            t.add_row(p.name, "?", *[""] * 8, "model.json unreadable (edited?)")
     console.print(t)
 
 
