@@ -87,7 +87,7 @@ def _error_text(err: BaseException) -> str:
     return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
 
 
-def load_entrypoints(pm: pluggy.PluginManager, problems: list[PluginProblem]) -> set[str]:
+def load_entry_points(pm: pluggy.PluginManager, problems: list[PluginProblem]) -> set[str]:
     """Load every `genorder` entry point on its own (pluggy's loader is all-or-nothing): one that
     raises becomes a `broken` problem and the others still load. Built-ins (this distribution's)
     load first, so a third-party plugin cannot take their names. Returns the built-in plugin names."""
@@ -116,11 +116,8 @@ def make_plugin_manager(load_entrypoints: bool = True, problems: list[PluginProb
     pm = pluggy.PluginManager("genorder")
     pm.add_hookspecs(hookspecs)
     if load_entrypoints:
-        _load(pm, problems if problems is not None else [])
+        load_entry_points(pm, problems if problems is not None else [])
     return pm
-
-
-_load = load_entrypoints  # the parameter above shadows the function's name
 
 
 def collect(
@@ -171,7 +168,7 @@ def _distribution(plugin: str) -> str:
 def _default() -> tuple[dict[str, Registry], tuple[PluginProblem, ...]]:
     problems: list[PluginProblem] = []
     pm = make_plugin_manager(load_entrypoints=False)
-    builtin = load_entrypoints(pm, problems)
+    builtin = load_entry_points(pm, problems)
     regs = collect(pm, problems, builtin)
     return regs, tuple(problems)
 

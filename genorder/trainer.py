@@ -21,7 +21,6 @@ in a row or `nonfinite_total` in all raise `TrainingDiverged`, and a non-finite 
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Callable
 from pathlib import Path

@@ -33,7 +33,6 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from genorder.checkpoint import verify_set
 from genorder.data import SHAPE_CLASSES, render_shapes
 from genorder.hashing import file_sha256
 from genorder.runs import committed_checkpoints, latest_checkpoint
