@@ -165,7 +165,7 @@ def _train_locked(order_name, order, out: Path, lock: RunLock, w, device, bb, bu
                   tokenizer_spec, tokenizer_steps, tokenizer_minutes, resume, samples_per_class, quiet,
                   resume_hint) -> dict:  # fmt: skip
     ds = load_dataset(dataset_spec, "train")
-    dataset_spec = absolute_dataset_spec(dataset_spec)
+    given_spec, dataset_spec = dataset_spec, absolute_dataset_spec(dataset_spec)  # runs record the absolute one
     found = None
     if resume:
         found = latest_checkpoint(out)
@@ -183,7 +183,7 @@ def _train_locked(order_name, order, out: Path, lock: RunLock, w, device, bb, bu
                 "(its content hash differs from model.json's); restore the run's copy"
             )
         if tokenizer_spec is not None:
-            given, _ = resolve_tokenizer(tokenizer_spec, order, dataset_spec, ds, device, tokenizer_steps,
+            given, _ = resolve_tokenizer(tokenizer_spec, order, given_spec, ds, device, tokenizer_steps,
                                          tokenizer_minutes, may_train=False)  # fmt: skip
             if tokenizer_hash(given) != tokenizer_hash(tokenizer):
                 raise UserError(
@@ -193,7 +193,7 @@ def _train_locked(order_name, order, out: Path, lock: RunLock, w, device, bb, bu
                 )
     else:
         tokenizer, tok_stem = resolve_tokenizer(
-            tokenizer_spec, order, dataset_spec, ds, device, tokenizer_steps, tokenizer_minutes, may_train=w.size == 1
+            tokenizer_spec, order, given_spec, ds, device, tokenizer_steps, tokenizer_minutes, may_train=w.size == 1
         )
         tok_name = read_meta(tok_stem).get("name", "?")
     if tokenizer.channels != ds.channels or tokenizer.image_size != ds.image_size:
