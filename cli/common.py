@@ -59,11 +59,15 @@ def _nest(values: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in values.items():
         *parents, leaf = key.split(".")
+        if not leaf or not all(parents):
+            raise UserError(f"--set: {key!r} has an empty part; write section.key=value")
         node = out
         for p in parents:
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
                 raise UserError(f"--set: {key} conflicts with another value")
+        if isinstance(node.get(leaf), dict):
+            raise UserError(f"--set: {key} conflicts with another value")
         node[leaf] = value
     return out
 
@@ -75,14 +79,28 @@ def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def layered(config: Path | None, overrides: list[str] | None) -> dict[str, dict[str, Any]]:
+def layered(
+    config: Path | None, overrides: list[str] | None, allowed: tuple[str, ...] | None = None
+) -> dict[str, dict[str, Any]]:
     """TOML file sections, then `--set section.key=value` overrides on top (dotted keys nest:
-    `--set train.budget.steps=5`)."""
+    `--set train.budget.steps=5`). Every top-level entry must be a table; with `allowed`, a section
+    (from the file or from `--set`) outside it is an error rather than silently ignored."""
     base = load_toml(config) if config else {}
+    where = f" in {config}" if config else ""
+    for section, value in base.items():
+        if not isinstance(value, dict):
+            raise UserError(f"config{where}: {section} = {value!r} must be a table ([{section}] with key = value lines)")
     for section, values in parse_overrides(overrides).items():
         if not isinstance(base.setdefault(section, {}), dict):
             raise UserError(f"config section {section!r} is not a table")
         base[section] = _merge(base[section], _nest(values))
+    if allowed is not None:
+        unknown = sorted(set(base) - set(allowed))
+        if unknown:
+            raise UserError(
+                f"unknown config section(s) {', '.join(unknown)}{where} (from the file or --set); "
+                f"this command reads {', '.join(f'[{a}]' for a in allowed)}"
+            )
     return base
 
 
