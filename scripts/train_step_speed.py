@@ -28,6 +28,7 @@ from genorder.flops import train_flops_per_sample
 from genorder.model import BackboneConfig, build_model, count_params
 from genorder.registry import registry
 from genorder.timing import device_name, peak_memory, reset_peak_memory, time_fn
+from genorder.tokenizer_training import configure_for_dataset
 from genorder.trainer import device_peak_flops, resolve_device
 
 
@@ -63,8 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     }  # fmt: skip
     for order_name in _csv(a.orders):
         order = registry("orders").create(order_name, {})
-        multi = order.tokenizer_kind == "multi-scale"
-        tok_name, tok_opts = preset["multi" if multi else "single"]
+        # the tokenizer `genorder bench` uses at this resolution: the one declared for the shape
+        tok_name, tok_opts = configure_for_dataset(None, order.tokenizer_kind, preset["channels"], preset["image_size"])
         with torch.device(device):
             tok = registry("tokenizers").create(tok_name, tok_opts).eval()
         # batch-major: both backends at the first batch size before the next, so a run cut short
