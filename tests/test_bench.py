@@ -92,7 +92,9 @@ def test_bench_tiny_all_orders_gives_positive_timings_and_counted_flops():
         assert r.images_per_s == pytest.approx(r.batch / r.latency_s)
         assert r.transformer_gflops_per_image > 0 and r.decode_gflops_per_image > 0
         assert r.gflops_per_image == pytest.approx(r.transformer_gflops_per_image + r.decode_gflops_per_image)
-        assert 0 < r.decode_share < 1 and r.floor_s > 0 and r.floor_fraction > 0
+        # decode and full latency are separate medians: under machine load their ratio may pass 1
+        assert r.decode_share == pytest.approx(r.decode_s / r.latency_s) and r.decode_share > 0
+        assert r.floor_s > 0 and r.floor_fraction > 0
         assert r.params > 0 and r.steps >= 1 and r.depth == 1 and r.cfg
     by = {(r.order, r.batch): r for r in rows}
     assert by[("raster", 1)].steps == 16 and by[("next-scale", 1)].steps == 3 and by[("maskgit", 1)].steps == 8
