@@ -102,6 +102,31 @@ class Order(ABC):
     ) -> list[torch.Tensor]:
         """Sample token maps [(B, p_k^2)] for class `labels` (B,) (the null class = unconditional)."""
 
+    # -- capability: editing (zero-shot in-/out-painting, class-conditional editing) -------------
+    def can_edit(self, layout: TokenLayout, keep: list[torch.Tensor]) -> str | None:
+        """None when `edit` can regenerate the tokens outside `keep`; otherwise the reason it cannot.
+
+        `keep`: one (p_k^2,) bool map per scale of `layout` (True = the image's own token is kept),
+        the same for every image of the batch (`genorder.editing.keep_maps` derives it from a mask).
+        An order that does not override this cannot edit."""
+        return f"{type(self).__name__} does not declare editing (Order.can_edit / Order.edit)"
+
+    def edit(
+        self,
+        model: GenModel,
+        tokenizer: Tokenizer,
+        tokens: list[torch.Tensor],
+        keep: list[torch.Tensor],
+        labels: torch.Tensor,
+        sampler: Sampler,
+        generator: torch.Generator | None,
+        progress: Progress | None = None,
+    ) -> list[torch.Tensor]:
+        """Token maps [(B, p_k^2)] equal to `tokens` (the images' own, from `tokenizer.encode`)
+        wherever `keep` is True and generated for class `labels` elsewhere. Only called when
+        `can_edit` returned None."""
+        raise NotImplementedError(f"{type(self).__name__} cannot edit")
+
     def check_tokenizer(self, tokenizer: Tokenizer) -> None:
         """Raise `UserError` when the tokenizer cannot serve this order."""
 
