@@ -111,6 +111,22 @@ def test_imported_run_samples_through_the_cli(runs, tmp_path):
     assert h > 10 * 128 and w > 128  # one row per class (10), 128 px images
 
 
+def test_imported_run_evaluates_and_benches_through_the_cli(runs, tmp_path, monkeypatch):
+    """An imported run knows no dataset of its own: `eval` takes the reference set from --dataset."""
+    monkeypatch.setenv("GENORDER_FID_CACHE", str(tmp_path / "fid"))
+    monkeypatch.chdir(tmp_path)
+    with one_thread():
+        r = invoke("eval", "--run", runs["var_a"], "--dataset", "shapes", "--n", "4", "--ref-n", "16", "--batch-size", "4",
+                   "--extractor", "genorder-tiny-random", "--kid-subsets", "2", "--out", tmp_path / "ev.json")  # fmt: skip
+        assert r.exit_code == 0, r.output
+        rec = json.loads((tmp_path / "ev.json").read_text())
+        assert rec["order"] == "next-scale" and rec["dataset"] == "shapes" and rec["metrics"]["fid"] >= 0
+        r = invoke("bench", "--run", runs["var_a"], "--batch-sizes", "1", "--warmup", "1", "--repeats", "1",
+                   "--json", tmp_path / "bench.json")  # fmt: skip
+        assert r.exit_code == 0, r.output
+        assert "next-scale" in (tmp_path / "bench.json").read_text()
+
+
 # -- bad input: error line, exit code 2, nothing written ---------------------------------------------
 
 
