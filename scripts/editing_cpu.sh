@@ -15,7 +15,7 @@ TOK="--set tokenizer.ch_mult=[1,2,2] --set tokenizer.vocab_size=512 --batch-size
   T $G train-tokenizer --tokenizer msvq-fmnist --set "tokenizer.scales=[1,2,3,4,6,8]" $TOK --out "$OUT/tok-ms"
 [ -f "$OUT/tok-ss/tokenizer.safetensors" ] || \
   T $G train-tokenizer --tokenizer vq-fmnist --set "tokenizer.scales=[8]" $TOK --out "$OUT/tok-ss"
-ORD="--depth 3 --steps 250 --minutes 7 --batch-size 64 --lr 2e-3"
+ORD="--depth 3 --steps 250 --minutes 5 --batch-size 64 --lr 2e-3"
 [ -f "$OUT/next-scale/model.json" ] || T $G train --order next-scale $ORD --tokenizer "$OUT/tok-ms/tokenizer.safetensors" --out "$OUT/next-scale"
 [ -f "$OUT/raster/model.json" ] || T $G train --order raster $ORD --tokenizer "$OUT/tok-ss/tokenizer.safetensors" --out "$OUT/raster"
 [ -f "$OUT/maskgit/model.json" ] || T $G train --order maskgit $ORD --tokenizer "$OUT/tok-ss/tokenizer.safetensors" --out "$OUT/maskgit"
@@ -24,3 +24,6 @@ EDIT="--dataset fashion-mnist --n 50 --seeds 2 --cfg 1.5 --ref-n 500"
 $G edit $RUNS $EDIT --mask center --out "$OUT/center"
 $G edit $RUNS $EDIT --mask bottom --out "$OUT/bottom"
 $G edit $RUNS $EDIT --mask center --class 1 --out "$OUT/center-class1"
+# the figures in docs/EDITING.md (6 images, 2 seeds, no FID)
+$G edit $RUNS --dataset fashion-mnist --n 6 --seeds 2 --cfg 1.5 --mask center --no-fid --out "$OUT/fig-center"
+$G edit $RUNS --dataset fashion-mnist --n 6 --seeds 2 --cfg 1.5 --mask bottom --no-fid --out "$OUT/fig-bottom"
