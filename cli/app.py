@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import sys
@@ -17,7 +18,7 @@ from genorder.errors import UserError
 
 app = typer.Typer(
     name="genorder",
-    help="Train and compare image generation orders (VAR next-scale, raster AR, MaskGIT).",
+    help="Train and compare image generation orders (every registered one: see `genorder plugins`).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -32,18 +33,51 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def guarded(fn: F) -> F:
-    """Turn `UserError` into red `error:` lines on stderr and exit code 2."""
+    """Turn `UserError` into red `error:` lines on stderr and its exit code (2 unless the error
+    class sets `exit_code`); an OSError on a named path (unwritable, missing folder, a file where a
+    folder is expected, disk full) the same way; Ctrl-C outside training into exit 130. Plugins
+    that failed to load are reported first, as warning lines."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
+            _warn_plugin_problems()
             return fn(*args, **kwargs)
         except UserError as err:
-            for line in str(err).splitlines() or [""]:
-                err_console.print(f"[red]error:[/red] {line}", highlight=False, soft_wrap=True)
+            _print_error(str(err))
+            raise typer.Exit(code=getattr(err, "exit_code", 2)) from None
+        except OSError as err:
+            if err.filename is None and err.errno not in _USER_ERRNOS:
+                raise
+            where = f": {err.filename}" if err.filename is not None else ""
+            _print_error(f"{err.strerror or err}{where}")
             raise typer.Exit(code=2) from None
+        except KeyboardInterrupt:
+            _print_error("interrupted")
+            raise typer.Exit(code=130) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+_USER_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EISDIR, errno.ENOENT, errno.EDQUOT}
+_warned = False
+
+
+def _print_error(message: str) -> None:
+    for line in message.splitlines() or [""]:
+        err_console.print(f"[red]error:[/red] {line}", highlight=False, soft_wrap=True)
+
+
+def _warn_plugin_problems() -> None:
+    """One warning line per plugin that failed to load or clashed with a built-in name (once)."""
+    global _warned
+    if _warned:
+        return
+    _warned = True
+    from genorder.registry import plugin_problems
+
+    for p in plugin_problems():
+        err_console.print(f"[yellow]warning:[/yellow] {p.describe()}", highlight=False, soft_wrap=True)
 
 
 @contextmanager

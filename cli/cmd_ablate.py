@@ -50,7 +50,7 @@ from genorder.trainer import resolve_device
 from genorder_cli.app import app, console, guarded
 from genorder_cli.cmd_eval import check_extractor, record, score_images
 from genorder_cli.cmd_train import train_run
-from genorder_cli.common import generate_with_bar, make_sampler
+from genorder_cli.common import ThreadsOpt, generate_with_bar, make_sampler, set_threads
 
 Opt = typer.Option
 
@@ -104,7 +104,8 @@ def ensure_tokenizer(name: str, options: dict, dataset_spec: str, out_dir: Path,
     from genorder_cli.cmd_tokenizer import train_tokenizer_run
 
     train_tokenizer_run(name, None, out_dir, {"steps": steps}, device=device, dataset_spec=dataset_spec,
-                        tokenizer_opts=options, train_opts={"batch_size": batch, "seed": 0})  # fmt: skip
+                        tokenizer_opts=options, train_opts={"batch_size": batch, "seed": 0},
+                        fit_dataset=False)  # the preset's size is the ablation's choice: convert the data to it  # fmt: skip
     return stem
 
 
@@ -151,8 +152,10 @@ def ablate(
     ref_n: Annotated[Optional[int], Opt(help="reference test images (default: the preset's)")] = None,
     images: Annotated[Optional[int], Opt(help="override the budget: training images per row")] = None,
     cache_dir: Annotated[Optional[Path], Opt(help="reference feature cache (default $GENORDER_FID_CACHE or ~/.cache/genorder/fid)")] = None,
+    threads: ThreadsOpt = None,
 ) -> None:
     """Train and score the VAR ablation rows under one budget; write OUT/ABLATION.md and ablation.json."""
+    set_threads(threads)
     p = get_preset(preset)
     selected = select_rows(rows)
     seed_list = parse_seeds(seeds or p.seeds)

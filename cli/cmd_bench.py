@@ -13,6 +13,7 @@ from rich.table import Table
 from genorder.bench import (
     BenchConfig,
     BenchRow,
+    default_baseline,
     ceilings_for,
     plot_throughput,
     report,
@@ -96,18 +97,18 @@ def rows_tables(rows: list[BenchRow], title: str, baseline: str | None) -> list[
 @app.command("bench")
 @guarded
 def bench(
-    orders: Annotated[str, Opt(help="comma-separated order specs; NAME or NAME:key=value, e.g. raster:kv_cache=false")] = "raster,next-scale,maskgit",
+    orders: Annotated[Optional[str], Opt(help="comma-separated order specs, NAME or NAME:key=value (see `genorder plugins`); default every registered order, the declared reference baseline first")] = None,
     depth: Annotated[Optional[int], Opt(help=f"backbone depth d (width 64·d); default 16 ({CPU_DEPTH} on a CPU without --resolution)")] = None,
     batch_sizes: Annotated[Optional[str], Opt(help="comma-separated batch sizes (default 1,16,64; 1,4,16 on a CPU without --resolution)")] = None,
-    resolution: Annotated[Optional[str], Opt(help="256: the paper's layout (VAR's 256 px VQVAE, 16x16 tokens, 10 scales, V 4096, 1000 classes, random weights); tiny: 16 px toy for CPUs. Default 256 on a GPU, tiny on a CPU")] = None,
+    resolution: Annotated[Optional[str], Opt(help="256: the paper's layout (3x256 px, the tokenizers declared for it: VAR's 256 px VQVAE, 16x16 tokens, 10 scales, V 4096; 1000 classes, random weights); tiny: 3x16 px toy for CPUs. Default 256 on a GPU, tiny on a CPU")] = None,
     run: Annotated[Optional[Path], Opt(help="time trained checkpoints: a run directory or a folder of runs (replaces --orders/--depth/--resolution)")] = None,
     cfg: Annotated[bool, Opt("--cfg/--no-cfg", help="classifier-free guidance (the backbone sees a doubled batch)")] = True,
     cfg_scale: Annotated[float, Opt(help="CFG strength (VAR's official timing: 1.5)")] = 1.5,
     top_k: Annotated[int, Opt(help="top-k (official timing: 900)")] = 900,
     top_p: Annotated[float, Opt(help="top-p (official timing: 0.95)")] = 0.95,
     include_decode: Annotated[bool, Opt("--include-decode/--tokens-only", help="include the tokenizer decode to pixels in the latency (the decode is timed separately either way)")] = True,
-    kv_cache: Annotated[bool, Opt("--kv-cache/--no-kv-cache", help="raster samples with its static KV cache (off: recompute the prefix every step, the paper's O(n^6) baseline)")] = True,
-    baseline: Annotated[str, Opt(help="order label the last column is relative to (baseline latency / row latency)")] = "raster",
+    kv_cache: Annotated[bool, Opt("--kv-cache/--no-kv-cache", help="every order that declares a KV-cache option samples with its static KV cache (off: recompute the prefix every step, the paper's O(n^6) baseline)")] = True,
+    baseline: Annotated[Optional[str], Opt(help="order label the last column is relative to (baseline latency / row latency); default the order declaring itself the reference baseline, else the first")] = None,
     device: Annotated[str, Opt(help="auto, cpu, cuda, cuda:1")] = "auto",
     dtype: Annotated[str, Opt(help="auto (bf16 on CUDA, fp32 on a CPU), bf16 or fp32")] = "auto",
     warmup: Annotated[int, Opt(help="untimed calls before timing")] = 2,
@@ -143,7 +144,7 @@ def bench(
     config = build_config(
         BenchConfig,
         {
-            "orders": parse_csv(orders), "depth": depth, "batch_sizes": sizes, "resolution": resolution,
+            "orders": parse_csv(orders) or None, "depth": depth, "batch_sizes": sizes, "resolution": resolution,
             "run": str(run) if run else None, "cfg": cfg, "cfg_scale": cfg_scale, "top_k": top_k, "top_p": top_p,
             "include_decode": include_decode, "kv_cache": kv_cache, "baseline": baseline, "device": device,
             "dtype": dtype, "warmup": warmup, "repeats": repeats, "compile": compile,
@@ -165,7 +166,7 @@ def bench(
     console.print(
         f"[bold]bench[/bold] {what} · device {dev} ({str(dt).removeprefix('torch.')}) · CFG "
         f"{'on (cfg ' + str(config.cfg_scale) + ', batch doubled)' if config.cfg else 'off'} · top-k {config.top_k} top-p {config.top_p} · "
-        f"{'decode included' if config.include_decode else 'tokens only'} · raster KV cache {'on' if config.kv_cache else 'off'}"
+        f"{'decode included' if config.include_decode else 'tokens only'} · KV cache {'on' if config.kv_cache else 'off'}"
         f"{' · compiled' if config.compile else ''}{' · static steps' if config.use_static else ''}"
         f" · warm-up {config.warmup}, median of {config.repeats}"
     )
@@ -173,14 +174,15 @@ def bench(
     with progress_bar("bench", total=total) as update:
         rows = run_bench(config, progress=lambda done, tot, info: update(done, tot, info=info))
     ceilings = ceilings_for(config)  # the cached ceilings the floors were computed with
-    if config.baseline and rows and all(config.baseline not in (r.order, r.order_name) for r in rows):
+    if config.baseline not in (None, "auto") and rows and all(config.baseline not in (r.order, r.order_name) for r in rows):
         console.print(f"[yellow]note:[/yellow] baseline {config.baseline!r} is not among the rows; no ratios")
     title = f"{rows[0].device if rows else dev} · {str(dt).removeprefix('torch.')}"
-    for table in rows_tables(rows, title, config.baseline):
+    baseline = default_baseline(rows) if config.baseline == "auto" else config.baseline
+    for table in rows_tables(rows, title, baseline):
         console.print(table)
     console.print(
         "decode: its share of ms/batch (in brackets when --tokens-only: timed, not included) · "
-        f"× {config.baseline}: its latency / this latency at the same batch · %floor: floor / measured"
+        f"× {baseline}: its latency / this latency at the same batch · %floor: floor / measured"
     )
     if ceilings:
         console.print(

@@ -20,7 +20,16 @@ from genorder.images import to_uint8
 from genorder.runs import load_run, load_tokenizer, write_json
 from genorder.trainer import resolve_device
 from genorder_cli.app import app, console, guarded, progress_bar
-from genorder_cli.common import generate_with_bar, make_sampler
+from genorder_cli.app import err_console
+from genorder_cli.common import (
+    ImageSizeOpt,
+    ThreadsOpt,
+    generate_with_bar,
+    make_sampler,
+    set_threads,
+    tokenizer_stem,
+    with_tokenizer,
+)
 
 Opt = typer.Option
 INCEPTION = "genorder-inception-fid"  # = genorder.metrics.INCEPTION (imported lazily: torch-fidelity is optional)
@@ -139,7 +148,7 @@ def reconstruct(tokenizer, images_uint8: torch.Tensor, device: torch.device, bat
 @guarded
 def eval_cmd(
     run: Annotated[Optional[Path], Opt(help="run directory: score n generated samples")] = None,
-    tokenizer: Annotated[Optional[Path], Opt(help="tokenizer checkpoint: reconstruction FID and PSNR")] = None,
+    tokenizer: Annotated[Optional[Path], Opt(help="tokenizer checkpoint (file, or a tokenizer / run folder): reconstruction FID and PSNR; with --run: decode the samples with it instead of the run's copy")] = None,
     samples: Annotated[Optional[Path], Opt(help="a uint8 .npz from `genorder sample --npz` (array 'images')")] = None,
     dataset: Annotated[Optional[str], Opt(help="reference dataset for --tokenizer/--samples (a run knows its own)")] = None,
     n: Annotated[int, Opt(help="images to generate / reconstruct")] = 1000,
@@ -157,9 +166,12 @@ def eval_cmd(
     ref_n: Annotated[Optional[int], Opt(help="reference images from the test split (default all)")] = None,
     kid_subsets: Annotated[int, Opt(help="KID subsets")] = 100,
     cache_dir: Annotated[Optional[Path], Opt(help="reference feature cache (default $GENORDER_FID_CACHE or ~/.cache/genorder/fid)")] = None,
+    image_size: ImageSizeOpt = None,
+    threads: ThreadsOpt = None,
 ) -> None:
     """Score samples (FID, KID, precision/recall; IS is n/a offline) or a tokenizer's reconstructions."""
-    given = [x for x in (run, tokenizer, samples) if x is not None]
+    set_threads(threads)
+    given = [x for x in (run, tokenizer if run is None else None, samples) if x is not None]
     if len(given) != 1:
         raise UserError("give exactly one of --run DIR, --tokenizer CKPT, --samples NPZ")
     if n < 2:
@@ -169,6 +181,11 @@ def eval_cmd(
     if ref_n is not None and ref_n < 2:
         raise UserError(f"--ref-n must be at least 2, got {ref_n}")
     check_extractor(extractor)
+    from genorder.metrics import small_n_warnings
+
+    warnings = small_n_warnings(n, ref_n)
+    for line in warnings:
+        err_console.print(f"[yellow]warning:[/yellow] {line}", highlight=False, soft_wrap=True)
     dev = resolve_device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise UserError("CUDA is not available on this machine; use --device cpu (or auto)")
@@ -176,7 +193,7 @@ def eval_cmd(
                                   kid_subsets=kid_subsets, cache_dir=cache_dir)  # fmt: skip
     if run is not None:
         sampler = make_sampler({}, cfg=cfg, cfg_schedule=cfg_schedule, top_k=top_k, top_p=top_p, temperature=temperature)
-        r = load_run(run, dev)
+        r = with_tokenizer(load_run(run, dev), None if tokenizer is None else str(tokenizer), dev)
         ds_spec = r.meta.get("dataset") or dataset or "fashion-mnist"  # an imported run may not know its set
         if dataset and dataset != ds_spec:
             raise UserError(f"{run} was trained on {ds_spec}; --dataset {dataset} would score it against another set")
@@ -186,6 +203,7 @@ def eval_cmd(
         t_sample = time.perf_counter() - t0
         m = score_images(images, ds_spec, **common)
         rec = record("samples", m, run=str(run), order=r.order_name, dataset=ds_spec, n=n, seed=seed,
+                     tokenizer=str(tokenizer) if tokenizer is not None else "the run's copy",
                      sampler={"name": "standard", **sampler.config.model_dump()}, class_balanced=True,
                      device=str(dev), sampling_seconds=t_sample, scoring_seconds=m["seconds"])  # fmt: skip
         path = out or run / "eval.json"
@@ -210,11 +228,12 @@ def eval_cmd(
         title = f"{samples} · {len(images)} images"
     else:
         ds_spec = dataset or "fashion-mnist"
+        tokenizer = tokenizer_stem(tokenizer)
         tok, name = load_tokenizer(tokenizer, dev)
-        test = load_dataset(ds_spec, "test")
+        test = load_dataset(ds_spec, "test", image_size=image_size)
         if (test.channels, test.image_size) != (tok.channels, tok.image_size):
             raise UserError(f"tokenizer takes {tok.channels}x{tok.image_size}px images; {ds_spec} has "
-                            f"{test.channels}x{test.image_size}px")  # fmt: skip
+                            f"{test.channels}x{test.image_size}px (--image-size resizes it)")  # fmt: skip
         originals = test.images[:n]
         t0 = time.perf_counter()
         recon = reconstruct(tok, originals, dev, batch_size)
@@ -227,6 +246,7 @@ def eval_cmd(
         stem = tokenizer.with_suffix("") if tokenizer.suffix in (".json", ".safetensors") else tokenizer
         path = out or stem.with_name(stem.name + "-eval.json")
         title = f"{tokenizer} · reconstructions of {len(originals)} {ds_spec} test images"
+    rec["warnings"] = warnings
     write_json(path, rec)
     print_metrics(title, rec)
     console.print(f"wrote {path}")

@@ -8,7 +8,7 @@ import inspect
 from genorder_cli.app import app, console, guarded
 from rich.table import Table
 
-from genorder.registry import KINDS, plugin_distributions, registry
+from genorder.registry import KINDS, plugin_distributions, plugin_problems, registry
 
 
 def first_doc_line(cls: type) -> str:
@@ -35,7 +35,8 @@ def plugin_label(plugin: str, cls: type) -> str:
 @app.command("plugins")
 @guarded
 def plugins() -> None:
-    """List every registered tokenizer, order, sampler and dataset, with the plugin behind it."""
+    """List every registered tokenizer, order, sampler and dataset, with the plugin behind it, then
+    the plugins that could not be used (broken, or a name clash), with their error."""
     table = Table(title="genorder components")
     table.add_column("kind", style="cyan")
     table.add_column("name", style="bold")
@@ -49,3 +50,12 @@ def plugins() -> None:
                 kind[:-1], name, plugin_label(entry.plugin, entry.cls), first_doc_line(entry.cls)
             )
     console.print(table)
+    problems = plugin_problems()
+    if problems:
+        bad = Table(title="plugins not used")
+        bad.add_column("plugin (distribution)", style="bold")
+        bad.add_column("status", style="red")
+        bad.add_column("error")
+        for p in problems:
+            bad.add_row(p.plugin if p.distribution in ("?", p.plugin) else f"{p.plugin} ({p.distribution})", p.status, p.error)
+        console.print(bad)

@@ -15,12 +15,12 @@ from genorder.data import load_dataset
 from genorder.errors import UserError
 from genorder.registry import registry
 from genorder_cli.app import app, console, guarded, progress_bar
-from genorder_cli.common import layered
+from genorder_cli.common import ImageSizeOpt, ThreadsOpt, layered, set_threads, tokenizer_stem
 
 Opt = typer.Option
 
-DEFAULT_PRESET = "msvq-fmnist"
 DEFAULT_DATASET = "fashion-mnist"
+DEFAULT_KIND = "multi-scale"  # with no --tokenizer: the multi-scale preset declared for the dataset
 # With no budget given: 300 steps, capped at 1.5 minutes of training. On a GPU the steps stop it (in
 # seconds); on a 2-core CPU msvq-fmnist takes ~1.8 s per batch-32 step with one thread (6-11 s with
 # two threads when another process holds a core), so the cap stops it, and with start-up and the
@@ -37,17 +37,6 @@ def sections_from(config: Path | None, overrides: list[str] | None) -> dict[str,
     return base
 
 
-THREADS_HELP = "CPU threads for torch (default: torch's choice); 1 is often several times faster on a shared CPU"
-
-
-def set_threads(threads: int | None) -> None:
-    if threads is None:
-        return
-    if threads < 1:
-        raise UserError(f"--threads must be at least 1, got {threads}")
-    torch.set_num_threads(threads)
-
-
 def _dataset_spec(dataset) -> str | None:
     """Best-effort "name[:arg]" of a loaded dataset, from the datasets registry."""
     for name in registry("datasets").names():
@@ -58,7 +47,7 @@ def _dataset_spec(dataset) -> str | None:
 
 
 def train_tokenizer_run(
-    preset: str,
+    preset: str | None,
     dataset=None,
     out: Path | None = None,
     budget: dict[str, Any] | None = None,
@@ -70,36 +59,51 @@ def train_tokenizer_run(
     train_opts: dict[str, Any] | None = None,
     overwrite: bool = True,
     quiet: bool = False,
+    image_size: int | None = None,
+    channels: int | None = None,
+    fit_dataset: bool = True,
 ) -> dict[str, Any]:
-    """Validate everything, then train tokenizer `preset` and write `out` (checkpoint, log,
+    """Validate everything, then train tokenizer `preset` (any registered `TrainableTokenizer`;
+    None: the multi-scale preset declared for the dataset) and write `out` (checkpoint, log,
     reconstructions.png, metrics.json). Returns the metrics.
 
-    `dataset` is a loaded training `ImageDataset` or None (then `dataset_spec` is loaded, resized and
-    converted to the tokenizer's size and channels); the held-out metrics use the spec's test split.
-    Used by `train-tokenizer`, and by `genorder train` when it needs a tokenizer first."""
-    from genorder_plugins.vqvae.train import TokenizerTrainConfig, train_tokenizer
+    The dataset is `dataset` (a loaded training `ImageDataset`) or `dataset_spec` loaded with the
+    explicit conversions `image_size` / `channels`. With `fit_dataset` the tokenizer takes its
+    channels and image size from the dataset unless the options give them; without it (callers
+    that chose a tokenizer for its size, e.g. `ablate`) the dataset is converted to the tokenizer.
+    Used by `train-tokenizer`, `train` (when it needs a tokenizer first) and `ablate`."""
+    from genorder.tokenizer import TrainableTokenizer
+    from genorder.tokenizer_training import configure_for_dataset, train_tokenizer
 
     sections = sections or {}
     tok_opts = {k: v for k, v in sections.get("tokenizer", {}).items() if k != "name"}
     tok_opts.update({k: v for k, v in (tokenizer_opts or {}).items() if v is not None})
     train_section = dict(sections.get("train", {}))
+    spec = dataset_spec or (_dataset_spec(dataset) if dataset is not None else DEFAULT_DATASET)
+    if fit_dataset and dataset is None:
+        dataset = load_dataset(spec, "train", image_size=image_size, channels=channels)
+    if fit_dataset:
+        preset, tok_opts = configure_for_dataset(preset, DEFAULT_KIND, dataset.channels, dataset.image_size, tok_opts)
+    elif preset is None:
+        raise UserError("a tokenizer preset is needed when the dataset is fitted to the tokenizer")
+    cls = registry("tokenizers").get(preset)
+    if not issubclass(cls, TrainableTokenizer):
+        raise UserError(f"tokenizer {preset!r} cannot be trained: {cls.__name__} does not implement "
+                        "genorder.TrainableTokenizer (configure_training, training_step)")  # fmt: skip
     budget_layers = [train_section.pop("budget", None), sections.get("budget"), budget]
     bud = build_config(Budget, *budget_layers, section="budget") if any(budget_layers) else Budget(**DEFAULT_BUDGET)
-    tcfg = build_config(TokenizerTrainConfig, train_section, {**(train_opts or {}), "device": device},
+    tcfg = build_config(cls.TrainConfig, train_section, {**(train_opts or {}), "device": device},
                         {"budget": bud}, section="train")  # fmt: skip
     torch.manual_seed(tcfg.seed)  # the tokenizer's initialisation
     tok = registry("tokenizers").create(preset, tok_opts)
-    if not hasattr(tok, "quantizer"):
-        raise UserError(f"tokenizer {preset!r} is not trainable by train-tokenizer (not a multi-scale VQVAE)")
     if tcfg.device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"--device {tcfg.device}: CUDA is not available on this machine")
-    spec = dataset_spec or (_dataset_spec(dataset) if dataset is not None else DEFAULT_DATASET)
-    if dataset is None:
+    if dataset is None:  # fit_dataset off: the caller asked for the tokenizer's size and channels
         dataset = load_dataset(spec, "train", image_size=tok.image_size, channels=tok.channels)
     if dataset.channels != tok.channels or dataset.image_size != tok.image_size:
         raise UserError(
             f"tokenizer {preset!r} takes {tok.channels}x{tok.image_size}px images, the dataset has "
-            f"{dataset.channels}x{dataset.image_size}px"
+            f"{dataset.channels}x{dataset.image_size}px; pass --image-size / --channels to convert the dataset"
         )
     if len(dataset) < tcfg.batch_size:
         raise UserError(f"the dataset has {len(dataset)} images, fewer than the batch size {tcfg.batch_size}")
@@ -116,17 +120,19 @@ def train_tokenizer_run(
     if not quiet:
         n_params = sum(p.numel() for p in tok.parameters())
         console.print(
-            f"[bold]{preset}[/bold] · {n_params / 1e6:.2f} M params · scales {list(tok.scales)} · V {tok.codebook_size} · "
-            f"{spec or 'dataset'} ({len(dataset):,} images) · budget {bud.model_dump(exclude_none=True)} -> {out}"
+            f"[bold]{preset}[/bold] · {n_params / 1e6:.2f} M params · {tok.channels}x{tok.image_size}px · "
+            f"scales {list(tok.scales)} · V {tok.codebook_size} · {spec or 'dataset'} ({len(dataset):,} images) · "
+            f"budget {bud.model_dump(exclude_none=True)} -> {out}"
         )
     meta = {"dataset": spec or "", "preset": preset}
     if quiet:
-        return train_tokenizer(tok, dataset, tcfg, out, eval_dataset=eval_ds, meta=meta)
+        return train_tokenizer(tok, preset, dataset, tcfg, out, eval_dataset=eval_ds, meta=meta)
     with progress_bar(f"train {preset}") as update:
         def progress(done: int, total: int | None, m: dict) -> None:
-            update(done, total, info=f"loss {m['loss']:.4f} · psnr {m['psnr']:.1f} dB · last-scale use {m['usage_pct'][-1]:.0f}%")
+            extra = f" · psnr {m['psnr']:.1f} dB" if "psnr" in m else ""
+            update(done, total, info=f"loss {m['loss']:.4f}{extra}")
 
-        return train_tokenizer(tok, dataset, tcfg, out, progress=progress, eval_dataset=eval_ds, meta=meta)
+        return train_tokenizer(tok, preset, dataset, tcfg, out, progress=progress, eval_dataset=eval_ds, meta=meta)
 
 
 def metrics_table(m: dict[str, Any], title: str) -> Table:
@@ -138,52 +144,70 @@ def metrics_table(m: dict[str, Any], title: str) -> Table:
               " ".join(f"{v:.1f}" for v in m["psnr_per_k"]))  # fmt: skip
     t.add_row("codes used per scale, % of V", " ".join(f"{v:.1f}" for v in m["usage_pct"]))
     t.add_row("codes used per scale, % of possible", " ".join(f"{v:.0f}" for v in m["usage_of_possible_pct"]))
-    t.add_row("dead codes restarted", str(m["codes_restarted"]))
+    if "codes_restarted" in m:
+        t.add_row("dead codes restarted", str(m["codes_restarted"]))
+    if "colour" in m:
+        c = m["colour"]
+        t.add_row("per-channel mean, original -> reconstruction",
+                  "  ".join(f"{a:+.2f}->{b:+.2f}" for a, b in zip(c["mean_original"], c["mean_reconstruction"])))
+        t.add_row("per-channel correlation with the original", " ".join(f"{v:.3f}" for v in c["correlation"]))
     t.add_row("steps / images / seconds", f"{m['steps']} / {m['images']:,} / {m['seconds']:.0f}")
     t.add_row("stopped by", str(m["stopped_by"]))
     return t
 
 
 TRAIN_HELP = (
-    "Train a (multi-scale) VQVAE tokenizer on a dataset.\n\n"
-    "Writes OUT/tokenizer.safetensors + .json (the checkpoint other commands take), log.jsonl, "
-    "reconstructions.png (originals, then the reconstructions from the first k scales for every k) and "
-    "metrics.json (held-out PSNR per k, codebook usage per scale). Budget limits combine: the run stops "
-    "at the first one reached. Example: genorder train-tokenizer --steps 2000 --set tokenizer.vocab_size=1024"
+    "Train any registered trainable tokenizer (genorder.TrainableTokenizer) on a dataset.\n\n"
+    "With no --tokenizer, the multi-scale preset declared for the dataset's channels and size; the "
+    "tokenizer takes the dataset's channels and size unless --set tokenizer.* says otherwise, and the "
+    "images are converted only on --image-size / --channels. Writes OUT/tokenizer.safetensors + .json "
+    "(the checkpoint other commands take), log.jsonl, reconstructions.png (images spread over the "
+    "classes: the original, then the reconstruction from the first k scales for every k, captioned) and "
+    "metrics.json (held-out PSNR per k, codebook usage per scale, the per-channel colour check). Budget "
+    "limits combine: the run stops at the first one reached. Example: genorder train-tokenizer --steps "
+    "2000 --set tokenizer.vocab_size=1024"
 )
 
 
 @app.command("train-tokenizer", help=TRAIN_HELP)
 @guarded
 def train_tokenizer_cmd(
-    tokenizer: Annotated[str, Opt(help="tokenizer preset: msvq-fmnist, vq-fmnist, var-256, msvq-tiny, vq-tiny, msvq")] = DEFAULT_PRESET,
-    dataset: Annotated[str, Opt(help="fashion-mnist, shapes, imagefolder:PATH or npz:PATH (resized to the tokenizer)")] = DEFAULT_DATASET,
+    tokenizer: Annotated[Optional[str], Opt(help="a trainable tokenizer preset (see `genorder plugins`); default: the multi-scale preset declared for the dataset's channels and size")] = None,
+    dataset: Annotated[str, Opt(help="fashion-mnist, shapes, imagefolder:PATH or npz:PATH")] = DEFAULT_DATASET,
     out: Annotated[Optional[Path], Opt(help="output directory (default runs/tokenizer-<preset>)")] = None,
     steps: Annotated[Optional[int], Opt(help="budget: optimizer steps (with no budget given: 300 steps or 1.5 minutes, whichever comes first)")] = None,
     images: Annotated[Optional[int], Opt(help="budget: training images seen")] = None,
     minutes: Annotated[Optional[float], Opt(help="budget: wall-clock minutes")] = None,
     batch_size: Annotated[Optional[int], Opt(help="images per step (default 32)")] = None,
     lr: Annotated[Optional[float], Opt(help="peak learning rate (default 3e-4)")] = None,
-    gan: Annotated[Optional[bool], Opt("--gan/--no-gan", help="add a PatchGAN loss after train.gan_start steps (default off)")] = None,
+    gan: Annotated[Optional[bool], Opt("--gan/--no-gan", help="add a PatchGAN loss after train.gan_start steps (default off; tokenizers with a gan option)")] = None,
     seed: Annotated[Optional[int], Opt(help="seed of the initialisation and the data order")] = None,
+    image_size: ImageSizeOpt = None,
+    channels: Annotated[Optional[int], Opt(help="convert the dataset to 1 (grey) or 3 (RGB) channels (explicit; never done silently)")] = None,
     device: Annotated[Optional[str], Opt(help="auto (cuda if available), cpu, cuda, cuda:1")] = None,
-    threads: Annotated[Optional[int], Opt(help=THREADS_HELP)] = None,
+    threads: ThreadsOpt = None,
     overwrite: Annotated[bool, Opt(help="replace a tokenizer already in --out")] = False,
     config: Annotated[Optional[Path], Opt(help="TOML with \\[tokenizer] (name + preset options), \\[train], \\[budget] and \\[data] (name) sections")] = None,
     set_: Annotated[Optional[list[str]], Opt("--set", help="override: section.key=value, e.g. tokenizer.vocab_size=1024 (repeatable)")] = None,
 ) -> None:
     set_threads(threads)
     sections = sections_from(config, set_)
-    preset = sections.get("tokenizer", {}).get("name", tokenizer) if tokenizer == DEFAULT_PRESET else tokenizer
-    registry("tokenizers").get(preset)  # unknown preset: a clear error before anything else
+    preset = tokenizer or sections.get("tokenizer", {}).get("name")
+    if preset is not None:
+        registry("tokenizers").get(preset)  # unknown preset: a clear error before anything else
+    if channels is not None and channels not in (1, 3):
+        raise UserError(f"--channels must be 1 or 3, got {channels}")
     budget = {"steps": steps, "images": images, "minutes": minutes}
     budget = {k: v for k, v in budget.items() if v is not None} or None
     ds_spec = sections.get("data", {}).get("name", dataset) if dataset == DEFAULT_DATASET else dataset
+    train_opts = {"batch_size": batch_size, "lr": lr, "seed": seed}
+    if gan is not None:
+        train_opts["gan"] = gan
     metrics = train_tokenizer_run(
-        preset, None, out or Path("runs") / f"tokenizer-{preset}", budget, device=device,
-        dataset_spec=ds_spec, sections=sections,
-        train_opts={"batch_size": batch_size, "lr": lr, "gan": gan, "seed": seed}, overwrite=overwrite,
+        preset, None, out, budget, device=device, dataset_spec=ds_spec, sections=sections,
+        train_opts=train_opts, overwrite=overwrite, image_size=image_size, channels=channels,
     )  # fmt: skip
+    preset = metrics["tokenizer"]
     dest = out or Path("runs") / f"tokenizer-{preset}"
     console.print(metrics_table(metrics, f"tokenizer {preset} on {ds_spec}"))
     console.print(f"checkpoint {dest / 'tokenizer.safetensors'} · grid {dest / 'reconstructions.png'} · {dest / 'metrics.json'}")
@@ -192,21 +216,22 @@ def train_tokenizer_cmd(
 @app.command("reconstruct")
 @guarded
 def reconstruct_cmd(
-    tokenizer_ckpt: Annotated[Path, Opt("--tokenizer-ckpt", help="tokenizer checkpoint (stem, .safetensors or .json)")],
+    tokenizer_ckpt: Annotated[Path, Opt("--tokenizer-ckpt", help="tokenizer checkpoint (stem, .safetensors or .json) or its folder")],
     dataset: Annotated[Optional[str], Opt(help="dataset spec (default: the one the tokenizer was trained on)")] = None,
     split: Annotated[str, Opt(help="train or test")] = "test",
-    n: Annotated[int, Opt("--n", help="number of images (rows)")] = 8,
+    n: Annotated[int, Opt("--n", help="number of images (rows), spread over the classes")] = 8,
     out: Annotated[Optional[Path], Opt(help="PNG path (default <checkpoint dir>/reconstruct.png)")] = None,
     scale: Annotated[int, Opt(help="integer upscaling of the PNG")] = 2,
     device: Annotated[str, Opt(help="auto, cpu, cuda")] = "auto",
-    threads: Annotated[Optional[int], Opt(help=THREADS_HELP)] = None,
+    threads: ThreadsOpt = None,
 ) -> None:
-    """Show what the tokenizer keeps: one row per image, the original, then the reconstruction from
-    the first k scales for k = 1..K (the last column uses every scale)."""
+    """Show what the tokenizer keeps: one row per image (spread over the classes, captioned), the
+    original, then the reconstruction from the first k scales for k = 1..K (captioned columns; the
+    last uses every scale)."""
     from genorder.checkpoint import read_meta
-    from genorder_plugins.vqvae.tokenizer import load_tokenizer
+    from genorder.runs import load_tokenizer
+    from genorder.tokenizer_training import first_images, psnr_per_image, reconstruct_grid
     from genorder.trainer import resolve_device
-    from genorder_plugins.vqvae.train import _subset, psnr_per_image, reconstruct_grid
 
     set_threads(threads)
     if n < 1:
@@ -217,15 +242,16 @@ def reconstruct_cmd(
         raise UserError(f"--split must be train or test, got {split!r}")
     if out is not None and out.suffix.lower() != ".png":
         raise UserError(f"--out must be a .png path, got {out}")
-    meta = read_meta(tokenizer_ckpt)
-    tok = load_tokenizer(tokenizer_ckpt, resolve_device(device))
+    stem = tokenizer_stem(tokenizer_ckpt)
+    meta = read_meta(stem)
+    tok, _ = load_tokenizer(stem, resolve_device(device))
     spec = dataset or meta.get("dataset") or DEFAULT_DATASET
+    # shown at the checkpoint's own size and channels (the shape it was trained at, recorded in it)
     ds = load_dataset(spec, split, image_size=tok.image_size, channels=tok.channels)
-    images = _subset(ds, n)
-    stem = tokenizer_ckpt.with_suffix("") if tokenizer_ckpt.suffix in (".json", ".safetensors") else tokenizer_ckpt
     path = out or stem.parent / "reconstruct.png"
-    reconstruct_grid(tok, images, path, scale=scale)
+    reconstruct_grid(tok, ds, path, n=n, scale=scale)
+    images = first_images(ds, n)
     with torch.no_grad():
         x = images.to(next(tok.parameters()).device)
         psnr = float(psnr_per_image(tok.decode(tok.encode(x)), x).mean())
-    console.print(f"wrote {path}: {len(images)} rows x (original + {len(tok.scales)} prefixes) · PSNR {psnr:.2f} dB")
+    console.print(f"wrote {path}: {min(n, len(ds))} rows x (original + {len(tok.scales)} prefixes) · PSNR {psnr:.2f} dB")

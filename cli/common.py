@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Optional
 
 import torch
+import typer
 
 from genorder.config import build_config, load_toml, parse_overrides
 from genorder.errors import UserError
@@ -15,17 +16,58 @@ from genorder_cli.app import console, progress_bar
 
 TOKENIZER_CACHE = Path("runs/tokenizers")
 
+# -- options every data command shares (train, compare, sample, eval, train-tokenizer, ...) -----------
+THREADS_HELP = "CPU threads for torch (default: torch's choice); 1 is often several times faster on a shared CPU"
+TOKENIZER_HELP = (
+    "a tokenizer preset (trained on the dataset first), a run or tokenizer folder, or a checkpoint file; "
+    "default: the preset declared for the order's kind and the dataset's channels and size"
+)
+ThreadsOpt = Annotated[Optional[int], typer.Option(help=THREADS_HELP)]
+ImageSizeOpt = Annotated[
+    Optional[int], typer.Option("--image-size", help="resize the dataset's images to N x N px (an explicit conversion)")
+]
+TokenizerOpt = Annotated[Optional[str], typer.Option(help=TOKENIZER_HELP)]
+
+
+def set_threads(threads: int | None) -> None:
+    """`--threads N`: torch's intra-op threads for this process (None: leave torch's choice)."""
+    if threads is None:
+        return
+    if threads < 1:
+        raise UserError(f"--threads must be at least 1, got {threads}")
+    torch.set_num_threads(threads)
+
+
+def tokenizer_stem(spec: str | Path) -> Path:
+    """A tokenizer checkpoint named by a file (.safetensors/.json), its stem, or a folder holding
+    `tokenizer.safetensors` (a `train-tokenizer` output or a run folder) -> the checkpoint stem."""
+    p = Path(spec)
+    if p.is_dir():
+        if not (p / "tokenizer.safetensors").is_file():
+            raise UserError(f"{p} holds no tokenizer.safetensors (expected a run or tokenizer folder)")
+        return p / "tokenizer"
+    return p.with_suffix("") if p.suffix in (".json", ".safetensors") else p
+
+
+def is_checkpoint_spec(spec: str) -> bool:
+    p = Path(spec)
+    return p.exists() or Path(spec + ".safetensors").exists() or p.suffix in (".json", ".safetensors")
+
 
 def _nest(values: dict[str, Any]) -> dict[str, Any]:
     """{"budget.steps": 5} -> {"budget": {"steps": 5}} (from `--set train.budget.steps=5`)."""
     out: dict[str, Any] = {}
     for key, value in values.items():
         *parents, leaf = key.split(".")
+        if not leaf or not all(parents):
+            raise UserError(f"--set: {key!r} has an empty part; write section.key=value")
         node = out
         for p in parents:
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
                 raise UserError(f"--set: {key} conflicts with another value")
+        if isinstance(node.get(leaf), dict):
+            raise UserError(f"--set: {key} conflicts with another value")
         node[leaf] = value
     return out
 
@@ -37,19 +79,36 @@ def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def layered(config: Path | None, overrides: list[str] | None) -> dict[str, dict[str, Any]]:
+def layered(
+    config: Path | None, overrides: list[str] | None, allowed: tuple[str, ...] | None = None
+) -> dict[str, dict[str, Any]]:
     """TOML file sections, then `--set section.key=value` overrides on top (dotted keys nest:
-    `--set train.budget.steps=5`)."""
+    `--set train.budget.steps=5`). Every top-level entry must be a table; with `allowed`, a section
+    (from the file or from `--set`) outside it is an error rather than silently ignored."""
     base = load_toml(config) if config else {}
+    where = f" in {config}" if config else ""
+    for section, value in base.items():
+        if not isinstance(value, dict):
+            raise UserError(f"config{where}: {section} = {value!r} must be a table ([{section}] with key = value lines)")
     for section, values in parse_overrides(overrides).items():
         if not isinstance(base.setdefault(section, {}), dict):
             raise UserError(f"config section {section!r} is not a table")
         base[section] = _merge(base[section], _nest(values))
+    if allowed is not None:
+        unknown = sorted(set(base) - set(allowed))
+        if unknown:
+            raise UserError(
+                f"unknown config section(s) {', '.join(unknown)}{where} (from the file or --set); "
+                f"this command reads {', '.join(f'[{a}]' for a in allowed)}"
+            )
     return base
 
 
-def default_tokenizer_preset(kind: str) -> str:
-    return "msvq-fmnist" if kind == "multi-scale" else "vq-fmnist"
+def default_tokenizer_preset(kind: str, channels: int = 1, image_size: int = 32) -> str:
+    """The preset declared (`Tokenizer.default_for`) for an order kind and the dataset's shape."""
+    from genorder.tokenizer_training import default_tokenizer
+
+    return default_tokenizer(kind, channels, image_size)
 
 
 def make_sampler(sections: dict, **cli: Any) -> Sampler:
@@ -68,17 +127,23 @@ def resolve_tokenizer(
     steps: int,
     minutes: float | None = None,
     may_train: bool = True,
+    options: dict[str, Any] | None = None,
 ):
-    """A tokenizer checkpoint path, or a preset name (default: the order's kind) trained on the
-    dataset first (for `steps`, capped at `minutes` when given) when no cached one exists.
+    """A tokenizer checkpoint (file, stem, or a run / tokenizer folder), or a preset name (default:
+    the preset declared for the order's kind and the dataset's shape) trained on the dataset first
+    (for `steps`, capped at `minutes` when given) when no cached one exists; `options`
+    (`--set tokenizer.*`) configure the preset, whose channels and size default to the dataset's.
     Returns (tokenizer, checkpoint stem)."""
     from genorder.runs import load_tokenizer
+    from genorder.tokenizer_training import configure_for_dataset
 
-    if spec and (Path(spec).exists() or Path(spec + ".safetensors").exists() or Path(spec).suffix in (".json", ".safetensors")):
-        tok, _ = load_tokenizer(spec, device)
-        return tok, Path(spec).with_suffix("") if Path(spec).suffix else Path(spec)
-    name = spec or default_tokenizer_preset(order.tokenizer_kind)
-    registry("tokenizers").get(name)  # clear error for an unknown preset
+    if spec and is_checkpoint_spec(spec):
+        if options:
+            raise UserError(f"--set tokenizer.* configures a preset; {spec} is a trained checkpoint")
+        stem = tokenizer_stem(spec)
+        tok, _ = load_tokenizer(stem, device)
+        return tok, stem
+    name, options = configure_for_dataset(spec, order.tokenizer_kind, dataset.channels, dataset.image_size, options)
     safe = dataset_spec.replace("/", "_").replace(":", "_")
     stem = TOKENIZER_CACHE / f"{name}-{safe}" / "tokenizer"
     if stem.with_suffix(".safetensors").exists():
@@ -97,13 +162,34 @@ def resolve_tokenizer(
     )
     from genorder_cli.cmd_tokenizer import train_tokenizer_run
 
-    m = train_tokenizer_run(name, dataset, stem.parent, budget, device=str(device), dataset_spec=dataset_spec)
+    m = train_tokenizer_run(name, dataset, stem.parent, budget, device=str(device), dataset_spec=dataset_spec,
+                            tokenizer_opts=options)  # fmt: skip
     console.print(
         f"tokenizer {name}: {m['steps']} steps, {m['eval_split']} PSNR {m['psnr']:.2f} dB, "
         f"codes used at the last scale {m['usage_pct'][-1]:.0f}% (grid: {stem.parent / 'reconstructions.png'})"
     )
     tok, _ = load_tokenizer(stem, device)
     return tok, stem
+
+
+def with_tokenizer(run, spec: str | None, device: torch.device):
+    """`sample/eval --run DIR --tokenizer CKPT`: decode the run's tokens with another checkpoint
+    (a file, or a tokenizer or run folder) of the same scales and codebook size, e.g. a tokenizer
+    trained longer; None keeps the run's own copy."""
+    if spec is None:
+        return run
+    from dataclasses import replace
+
+    from genorder.runs import load_tokenizer
+
+    if not is_checkpoint_spec(spec):
+        raise UserError(f"--tokenizer {spec}: with --run, give a trained tokenizer checkpoint or folder")
+    tok, _ = load_tokenizer(tokenizer_stem(spec), device)
+    own = run.tokenizer
+    if (tuple(tok.scales), tok.codebook_size) != (tuple(own.scales), own.codebook_size):
+        raise UserError(f"--tokenizer {spec}: scales {tuple(tok.scales)} and V {tok.codebook_size} differ from the "
+                        f"run's tokenizer ({tuple(own.scales)}, V {own.codebook_size})")  # fmt: skip
+    return replace(run, tokenizer=tok)
 
 
 def generate_with_bar(run, labels: torch.Tensor, sampler: Sampler, seed: int, batch_size: int, title: str) -> torch.Tensor:

@@ -24,8 +24,12 @@ Speed levers (all keep the numbers of the plain path for the same seed):
   * `compile`: `torch.compile` of that per-step body (mode "reduce-overhead", i.e. CUDA graphs, on a
     GPU), off by default.
 
-Presets (`resolution`): "256" is the paper's layout (VAR's 256 px VQVAE, 16x16 tokens, 10 scales for
-next-scale, V 4096, 1000 classes, random weights); "tiny" is for CPU tests (`msvq-tiny` / `vq-tiny`).
+Presets (`resolution`): "256" is the paper's layout (3x256 px images: the tokenizers declared for that
+shape, VAR's 256 px VQVAE, 16x16 tokens, 10 scales for multi-scale orders, V 4096, 1000 classes,
+random weights); "tiny" is for CPU tests (3x16 px, the tiny tokenizers declared for it). Which
+tokenizer serves an order comes from the presets' `default_for` declarations and the order's
+`tokenizer_kind`; whether it samples with a KV cache from `Order.uses_kv_cache`, and `--kv-cache`
+sets the option an order declares in `Order.kv_cache_option`. No order or tokenizer is named here.
 """
 
 from __future__ import annotations
@@ -60,17 +64,15 @@ from genorder.tokenizer import Tokenizer
 BenchProgress = Callable[[int, int, str], None]  # (rows done, rows total, what is running)
 
 PRESETS: dict[str, dict[str, Any]] = {
-    "256": {
-        "multi": ("var-256", {}),
-        "single": ("var-256", {"scales": [16]}),
-        "num_classes": 1000,
-    },
-    "tiny": {
-        "multi": ("msvq-tiny", {"channels": 3}),
-        "single": ("vq-tiny", {"channels": 3}),
-        "num_classes": 10,
-    },
+    "256": {"channels": 3, "image_size": 256, "num_classes": 1000},
+    "tiny": {"channels": 3, "image_size": 16, "num_classes": 10},
 }
+
+
+def default_orders() -> list[str]:
+    """Every registered order, those declaring `reference_baseline` first."""
+    reg = registry("orders")
+    return sorted(reg.names(), key=lambda n: (not getattr(reg.get(n), "reference_baseline", False), n))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -78,8 +80,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 # ------------------------------------------------------------------------------------------------
 class BenchConfig(ComponentConfig):
     orders: list[str] = Field(
-        default_factory=lambda: ["raster", "next-scale", "maskgit"], min_length=1,
-        description="order specs: NAME or NAME:key=value[:key=value] (e.g. raster:kv_cache=false)",
+        default_factory=default_orders, min_length=1,
+        description="order specs: NAME or NAME:key=value[:key=value]; default every registered order",
     )
     depth: int = Field(16, ge=1, le=64, description="backbone depth d (width 64·d, d heads)")
     batch_sizes: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [1, 16, 64], min_length=1)
@@ -90,12 +92,15 @@ class BenchConfig(ComponentConfig):
     top_k: int = Field(900, ge=0)
     top_p: float = Field(0.95, ge=0.0, le=1.0)
     include_decode: bool = Field(True, description="latency includes the tokenizer decode to pixels")
-    kv_cache: bool = Field(True, description="raster samples with its static KV cache")
+    kv_cache: bool = Field(True, description="orders declaring a KV-cache option sample with the static KV cache")
     dtype: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 on CUDA, fp32 elsewhere")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:1")
     warmup: int = Field(2, ge=0)
     repeats: int = Field(5, ge=1)
-    baseline: str | None = Field("raster", description="order label the ratios are taken against")
+    baseline: str | None = Field(
+        "auto", description="order label the ratios are taken against; auto: the order declaring reference_baseline, "
+        "else the first; None: no ratios",
+    )
     static_step: bool | None = Field(None, description="fixed-shape cached steps; default: on when compiling")
     compile: bool = Field(False, description="torch.compile the per-step backbone call")
     compile_mode: str | None = Field(None, description="torch.compile mode; default reduce-overhead on CUDA")
@@ -118,7 +123,7 @@ class OrderSpec:
 
 
 def parse_order_spec(spec: str) -> OrderSpec:
-    """"raster:kv_cache=false:multiscale=true" -> OrderSpec("raster...", "raster", {...}); values are
+    """"NAME:key=false:other=true" -> OrderSpec("NAME:...", "NAME", {...}); values are
     TOML scalars (true, 8, 0.5, "text") or bare words."""
     import tomllib
 
@@ -159,7 +164,7 @@ def generation_steps(order: Order, layout: TokenLayout) -> list[tuple[int, int, 
         raise ValueError(f"{type(order).__name__}: attention groups are not in generation order")
     _, counts = torch.unique_consecutive(groups, return_counts=True)
     steps, end, pairs = [], 0, 0
-    cached = bool(getattr(order.config, "kv_cache", False))
+    cached = order.uses_kv_cache
     for n in counts.tolist():
         end += n
         pairs += n * end
@@ -502,14 +507,25 @@ class Subject:
 
 
 def _tokenizer_for(order: Order, resolution: str, device: torch.device, cache: dict) -> Tokenizer:
+    from genorder.tokenizer_training import configure_for_dataset
+
     preset = PRESETS[resolution]
-    multi = order.tokenizer_kind == "multi-scale" or bool(getattr(order.config, "multiscale", False))
-    name, opts = preset["multi" if multi else "single"]
+    name, opts = configure_for_dataset(None, order.tokenizer_kind, preset["channels"], preset["image_size"])
     key = (name, json.dumps(opts, sort_keys=True))
     if key not in cache:
         with torch.device(device):
             cache[key] = registry("tokenizers").create(name, opts).eval()
     return cache[key]
+
+
+def _with_kv_option(spec: OrderSpec, config: BenchConfig) -> dict[str, Any]:
+    """The spec's options, with `--kv-cache/--no-kv-cache` set on the option the order declares
+    (`Order.kv_cache_option`) unless the spec sets it itself."""
+    opts = dict(spec.options)
+    option = getattr(registry("orders").get(spec.name), "kv_cache_option", None)
+    if option is not None:
+        opts.setdefault(option, config.kv_cache)
+    return opts
 
 
 def build_subjects(config: BenchConfig, device: torch.device) -> Iterator[Subject]:
@@ -523,8 +539,9 @@ def build_subjects(config: BenchConfig, device: torch.device) -> Iterator[Subjec
         for p in paths:
             run = load_run(p, device)
             order = run.order
-            if run.order_name == "raster" and hasattr(order.config, "kv_cache") and order.config.kv_cache != config.kv_cache:
-                opts = {**order.config.model_dump(), "kv_cache": config.kv_cache}
+            option = order.kv_cache_option
+            if option is not None and getattr(order.config, option) != config.kv_cache:
+                opts = {**order.config.model_dump(), option: config.kv_cache}
                 order = registry("orders").create(run.order_name, opts)
             yield Subject(f"{p.name} ({run.order_name})", run.order_name, order, run.tokenizer, run.model.eval())
             del run, order
@@ -532,10 +549,7 @@ def build_subjects(config: BenchConfig, device: torch.device) -> Iterator[Subjec
     toks: dict = {}
     num_classes = config.num_classes or PRESETS[config.resolution]["num_classes"]
     for spec in (parse_order_spec(s) for s in config.orders):
-        opts = dict(spec.options)
-        if spec.name == "raster":
-            opts.setdefault("kv_cache", config.kv_cache)
-        order = registry("orders").create(spec.name, opts)
+        order = registry("orders").create(spec.name, _with_kv_option(spec, config))
         tok = _tokenizer_for(order, config.resolution, device, toks)
         bb = BackboneConfig(depth=config.depth)
         with torch.device(device):
@@ -544,13 +558,14 @@ def build_subjects(config: BenchConfig, device: torch.device) -> Iterator[Subjec
 
 
 def cast_for_inference(subject: Subject, dtype: torch.dtype) -> None:
-    """bf16: backbone weights and the decoder in bf16 (run under autocast for mixed inputs); the
-    quantizer and codebook stay fp32, as in VAR."""
+    """bf16: backbone weights and the tokenizer's declared `low_precision_modules` (the VQVAE: its
+    decoder) in bf16, run under autocast for mixed inputs; the rest (quantizer, codebook) stays fp32,
+    as in VAR."""
     if dtype == torch.float32:
         return
     subject.model.to(dtype)
     tok = subject.tokenizer
-    for name in ("decoder", "post_quant_conv"):
+    for name in getattr(tok, "low_precision_modules", ()):  # declared by the tokenizer
         mod = getattr(tok, name, None)
         if isinstance(mod, torch.nn.Module):
             mod.to(dtype)
@@ -610,12 +625,12 @@ def _time_subject(subject: Subject, config: BenchConfig, device: torch.device, d
     static = config.use_static
     runner = static or config.compile
     # GenModel memoises the AdaLN modulations on the KV cache: once per generation when cached
-    adaln_once = bool(model.cfg.adaln and getattr(order.config, "kv_cache", False))
+    adaln_once = bool(model.cfg.adaln and order.uses_kv_cache)
     t_flops = timed_generation_flops(model, steps, cfg_on, adaln_once)  # what the timed path computes
     d_flops = decoder_flops(tok)
     params = count_params(model)
     cast_for_inference(subject, dtype)
-    kv = getattr(order.config, "kv_cache", None)
+    kv = order.uses_kv_cache if order.kv_cache_option is not None else None
     fixed_shape = len(set(steps)) == 1
     gen_model: Any = model
     if runner:
@@ -688,10 +703,21 @@ def _time_subject(subject: Subject, config: BenchConfig, device: torch.device, d
     return rows
 
 
+def default_baseline(rows: list[BenchRow]) -> str | None:
+    """The first row whose order declares `reference_baseline`, else the first row (its label)."""
+    for r in rows:
+        if r.order_name in registry("orders").entries and getattr(registry("orders").get(r.order_name), "reference_baseline", False):
+            return r.order
+    return rows[0].order if rows else None
+
+
 def add_ratios(rows: list[BenchRow], baseline: str | None) -> None:
-    """ratio_to_baseline = baseline latency / row latency at the same batch size (> 1: faster)."""
-    if not baseline:
+    """ratio_to_baseline = baseline latency / row latency at the same batch size (> 1: faster);
+    baseline "auto": `default_baseline(rows)`; None: no ratios."""
+    if not rows or not baseline:
         return
+    if baseline == "auto":
+        baseline = default_baseline(rows)
     labels = {r.order for r in rows}
     label = baseline if baseline in labels else next((r.order for r in rows if r.order_name == baseline), None)
     if label is None:
@@ -716,10 +742,7 @@ def validate(config: BenchConfig) -> None:
     if len(set(labels)) != len(labels):
         raise UserError(f"an order is listed twice: {', '.join(labels)}")
     for s in specs:
-        opts = dict(s.options)
-        if s.name == "raster":
-            opts.setdefault("kv_cache", config.kv_cache)
-        registry("orders").create(s.name, opts)  # bad options -> UserError
+        registry("orders").create(s.name, _with_kv_option(s, config))  # bad options -> UserError
 
 
 @contextmanager

@@ -5,6 +5,14 @@ A checkpoint is a pair of files sharing a stem, e.g. `runs/x/model.safetensors` 
 
     save_checkpoint("runs/x/model", model.state_dict(), {"step": 1000, "order": {...}})
     state, meta = load_checkpoint("runs/x/model")          # or ".../model.safetensors"
+
+Several pairs that must change together (a model and its optimizer state) form a *checkpoint set*:
+a directory written under a temporary name, closed by `manifest.json` (the step and the sha256 of
+every file) and renamed into place, so a kill at any moment leaves either the old set or the new
+one, never a mix::
+
+    commit_set(parent, "step-000016", {"model": (state, meta), "optim": (...)}, {"step": 16})
+    manifest = verify_set(parent / "step-000016")    # UserError when a file is missing or altered
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import tempfile
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -163,3 +172,121 @@ def save_npz(path: str | Path, compressed: bool = False, **arrays: np.ndarray) -
     target = Path(path)
     atomic_write(target, write)
     return target
+
+
+# -- checkpoint sets: several checkpoints committed as one unit -------------------------------
+
+MANIFEST = "manifest.json"
+SET_FORMAT = "genorder-checkpoint-set/1"
+TMP_PREFIX = ".tmp-"
+TRASH_PREFIX = ".trash-"
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def commit_set(
+    parent: str | Path,
+    name: str,
+    parts: dict[str, tuple[dict[str, torch.Tensor], dict[str, Any]]],
+    info: dict[str, Any],
+) -> Path:
+    """Write checkpoints `parts` (stem -> (state, meta)) as the directory `parent/name`, atomically.
+
+    The files go to `parent/.tmp-<name>-XXXX/`, then `manifest.json` ({**info, files: {name:
+    sha256}}) is written last and the directory renamed to `name`. An existing `name` is moved
+    aside first (to `.trash-…`, then removed). Returns the committed directory."""
+    from genorder.hashing import file_sha256
+
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=parent, prefix=f"{TMP_PREFIX}{name}-"))
+    try:
+        for stem, (state, meta) in parts.items():
+            save_checkpoint(tmp / stem, state, meta)
+        files = {f.name: file_sha256(f) for f in sorted(tmp.iterdir()) if f.is_file()}
+        manifest = {**info, "format": SET_FORMAT, "files": files}
+        text = json.dumps(manifest, indent=2, sort_keys=True, default=_json_default) + "\n"
+        atomic_write(tmp / MANIFEST, lambda t: t.write_text(text))
+        _fsync_dir(tmp)
+        os.chmod(tmp, 0o777 & ~_umask())
+        final = parent / name
+        if final.exists():
+            discard(final)
+        os.rename(tmp, final)
+        _fsync_dir(parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def discard(path: str | Path) -> None:
+    """Remove a committed set: renamed aside first (one atomic step), then deleted."""
+    path = Path(path)
+    aside = path.with_name(f"{TRASH_PREFIX}{path.name}-{os.getpid()}")
+    os.rename(path, aside)
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def clean_stale(parent: str | Path) -> list[Path]:
+    """Delete the temporaries a killed writer left in `parent` (unfinished or discarded sets, and
+    `atomic_write` temp files); returns what was removed. Call it holding the run's lock."""
+    parent = Path(parent)
+    removed = []
+    if not parent.is_dir():
+        return removed
+    for p in parent.iterdir():
+        if p.name.startswith((TMP_PREFIX, TRASH_PREFIX)) or (p.name.startswith(".") and p.name.endswith(".tmp")):
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
+
+
+def verify_set(path: str | Path) -> dict[str, Any]:
+    """The manifest of the committed set at `path`, after checking every file it lists is there
+    with the recorded sha256 (and no checkpoint file is there unlisted); UserError otherwise."""
+    from genorder.hashing import file_sha256
+
+    path = Path(path)
+    mpath = path / MANIFEST
+    try:
+        manifest = json.loads(mpath.read_text())
+    except FileNotFoundError:
+        raise UserError(f"checkpoint {path} has no {MANIFEST}; it is incomplete") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise UserError(f"checkpoint {path}: unreadable {MANIFEST}: {err}") from None
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if manifest.get("format") != SET_FORMAT or not isinstance(files, dict) or not files:  # type: ignore[union-attr]
+        raise UserError(f"checkpoint {path}: {MANIFEST} is not a {SET_FORMAT} manifest")
+    bad = []
+    for name, digest in sorted(files.items()):
+        f = path / name
+        if Path(name).name != name or not f.is_file():
+            bad.append(f"{name} missing")
+        elif file_sha256(f) != digest:
+            bad.append(f"{name} altered (sha256 differs from the manifest)")
+    extra = sorted(f.name for f in path.iterdir() if f.suffix in SUFFIXES and f.name not in files and f.name != MANIFEST)
+    bad += [f"{name} not in the manifest" for name in extra]
+    if bad:
+        raise UserError(f"checkpoint {path} is damaged: " + "; ".join(bad))
+    return manifest

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import zipfile
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +32,7 @@ from genorder.config import ComponentConfig
 from genorder.errors import UserError
 
 DEFAULT_DATASET = "fashion-mnist"
+MAX_CLASSES = 10_000  # sanity limit: more classes than this is a data error (a stray label), not a dataset
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 _CHUNK = 4096  # images resized per interpolate call (bounds the float copy's memory)
 
@@ -122,6 +124,7 @@ class ImageDataset(Dataset):
             images = convert_channels(images, 3)
         if cfg.image_size is not None:
             images = resize_uint8(images, cfg.image_size)
+        check_labels(labels, len(class_names), type(self).__name__)
         self.images = images.contiguous()  # (N, C, H, W) uint8
         self.labels = labels.to(torch.int64)  # (N,)
         self.class_names = list(class_names)
@@ -143,6 +146,20 @@ class ImageDataset(Dataset):
         if self.config.arg is not None:
             raise UserError(
                 f"dataset {name!r} takes no argument; write {name!r}, not {name}:{self.config.arg}"
+            )
+
+
+def check_labels(labels: torch.Tensor, num_classes: int, source: str) -> None:
+    """Labels must be integers in [0, num_classes) with 1 <= num_classes <= MAX_CLASSES."""
+    if not 1 <= num_classes <= MAX_CLASSES:
+        raise UserError(f"{source}: {num_classes} classes; a dataset needs 1..{MAX_CLASSES:,} classes")
+    if labels.is_floating_point() or labels.dtype == torch.bool:
+        raise UserError(f"{source}: labels must be integers, got {labels.dtype}")
+    if len(labels):
+        lo, hi = int(labels.min()), int(labels.max())
+        if lo < 0 or hi >= num_classes:
+            raise UserError(
+                f"{source}: labels span {lo}..{hi}, outside 0..{num_classes - 1} ({num_classes} classes)"
             )
 
 
@@ -330,8 +347,8 @@ class NpzDataset(ImageDataset):
         try:
             with np.load(path, allow_pickle=False) as z:
                 arrays = {k: z[k] for k in z.files}
-        except (OSError, ValueError, zlib.error) as err:
-            raise UserError(f"npz: cannot read {path} as a .npz file: {err}") from None
+        except (OSError, ValueError, EOFError, zlib.error, zipfile.BadZipFile) as err:
+            raise UserError(f"npz: cannot read {path} as a .npz file (truncated or not an npz?): {err}") from None
         prefix = "test_" if config.split == "test" and "test_images" in arrays else ""
         key = f"{prefix}images"
         if key not in arrays:
@@ -351,6 +368,12 @@ class NpzDataset(ImageDataset):
             if key in arrays and arrays[key].size and np.issubdtype(arrays[key].dtype, np.integer):
                 k = max(k, int(arrays[key].max()) + 1)
         k = max(k, int(labels.max()) + 1 if len(labels) else 1)
+        if k > MAX_CLASSES and "class_names" not in arrays:
+            raise UserError(
+                f"npz: {path} has a label {k - 1}: that would make {k:,} classes (the limit is "
+                f"{MAX_CLASSES:,}); labels must be 0..num_classes-1, or list the classes in a "
+                "`class_names` array"
+            )
         if "class_names" in arrays:
             names = [str(s) for s in arrays["class_names"].tolist()]
             if len(names) < k:

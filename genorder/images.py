@@ -79,7 +79,7 @@ def _save_png(image: Image.Image, path: str | Path) -> Path:
 
 
 def _add_row_labels(
-    grid: Image.Image, labels: Sequence[str], rows: int, row_pitch: float
+    grid: Image.Image, labels: Sequence[str], rows: int, row_pitch: float, y0: int = 0
 ) -> Image.Image:
     """A copy of `grid` with a white left margin holding one caption per row, vertically centred."""
     if len(labels) != rows:
@@ -93,9 +93,26 @@ def _add_row_labels(
     fill = TEXT_FILL if grid.mode == "L" else (TEXT_FILL,) * 3
     for r, text in enumerate(labels):
         _, th = _text_size(text, font)
-        y = int((r + 0.5) * row_pitch - th / 2)
+        y = y0 + int((r + 0.5) * row_pitch - th / 2)
         draw.text((TEXT_GAP, y), text, fill=fill, font=font)
     return out
+
+
+def _add_column_labels(grid: Image.Image, labels: Sequence[str], col_pitch: float) -> tuple[Image.Image, int]:
+    """A copy of `grid` with a white top margin holding one caption per column, horizontally
+    centred (captions wider than a column are allowed to overlap their neighbours' margins);
+    returns it and the margin's height."""
+    font = _font()
+    margin = max((_text_size(s, font)[1] for s in labels), default=0) + 2 * TEXT_GAP
+    background = PAD_VALUE if grid.mode == "L" else (PAD_VALUE,) * 3
+    out = Image.new(grid.mode, (grid.width, grid.height + margin), background)
+    out.paste(grid, (0, margin))
+    draw = ImageDraw.Draw(out)
+    fill = TEXT_FILL if grid.mode == "L" else (TEXT_FILL,) * 3
+    for c, text in enumerate(labels):
+        tw, _ = _text_size(text, font)
+        draw.text((max(0, int((c + 0.5) * col_pitch - tw / 2)), TEXT_GAP), text, fill=fill, font=font)
+    return out, margin
 
 
 def save_grid(
@@ -105,20 +122,27 @@ def save_grid(
     padding: int = 2,
     scale: int = 1,
     labels_left: list[str] | None = None,
+    labels_top: list[str] | None = None,
 ) -> Path:
     """Write (N, C, H, W) images in [-1, 1] as one PNG grid with `nrow` images per row.
 
     `scale` upsamples by an integer factor (nearest), so 32 px grids are visible; `labels_left`
-    puts one caption per row in a left margin. Returns the path."""
+    puts one caption per row in a left margin, `labels_top` one caption per column (nrow of them)
+    in a top margin. Returns the path."""
     if scale < 1:
         raise ValueError(f"scale must be a positive integer, got {scale}")
     grid = tensor_to_pil(make_grid(images, nrow, padding))
     if scale > 1:
         grid = grid.resize((grid.width * scale, grid.height * scale), Image.Resampling.NEAREST)
+    top = 0
+    if labels_top is not None:
+        if len(labels_top) != nrow:
+            raise ValueError(f"labels_top has {len(labels_top)} captions for {nrow} columns")
+        grid, top = _add_column_labels(grid, labels_top, (images.shape[-1] + padding) * scale)
     if labels_left is not None:
         rows = max(1, math.ceil(len(images) / nrow))
         pitch = (images.shape[-2] + padding) * scale
-        grid = _add_row_labels(grid, labels_left, rows, pitch)
+        grid = _add_row_labels(grid, labels_left, rows, pitch, y0=top)
     return _save_png(grid, path)
 
 

@@ -501,6 +501,32 @@ class _Rows(Dataset):
         return self.x[i]
 
 
+KID_SUBSET_SIZE = 1000  # torch-fidelity's default subset size, used unless fewer images are given
+PRC_NEIGHBOURHOOD = 3  # torch-fidelity's k of the k-NN manifolds of precision/recall
+PRC_MIN_IMAGES = 1000  # below this, the k-NN manifolds are coarse (the papers use 10k-50k)
+
+
+def small_n_warnings(n_fake: int, n_real: int | None = None) -> list[str]:
+    """Why the metrics of n_fake generated (and n_real reference) images may mislead, one line each:
+    KID draws `kid_subsets` subsets of min(1000, n, m) images without replacement, so with n <= 1000
+    every subset of the generated set is the whole set and the reported KID std is 0 (or
+    meaningless); precision/recall on k=3 neighbourhoods of few images are coarse."""
+    m = n_real if n_real is not None else n_fake
+    out = []
+    subset = min(KID_SUBSET_SIZE, n_fake, m)
+    if subset >= min(n_fake, m):
+        out.append(
+            f"KID: its subsets of {subset} images are the whole set of {min(n_fake, m)}, so every subset is the same and "
+            f"the KID std is not an uncertainty (it reads 0); use n > {KID_SUBSET_SIZE} for a KID std"
+        )
+    if min(n_fake, m) < PRC_MIN_IMAGES:
+        out.append(
+            f"precision/recall: {min(n_fake, m)} images give coarse k={PRC_NEIGHBOURHOOD} neighbourhood manifolds; "
+            f"use n >= {PRC_MIN_IMAGES} (papers use 10k-50k)"
+        )
+    return out
+
+
 def metrics_from_features(
     fake_ND: torch.Tensor,
     real_MD: torch.Tensor,

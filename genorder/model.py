@@ -157,7 +157,13 @@ class Head(nn.Module):
 
 class GenModel(nn.Module):
     """Backbone + an order's stem. `forward(inputs, labels, start=0, cache=None) -> (B, n, V)` logits
-    for the n positions the stem produced from `inputs` (positions [start, start + n))."""
+    for the n positions the stem produced from `inputs` (positions [start, start + n)).
+
+    What an order's `generate` uses: `null_class` (the unconditional label), `new_cache(batch)`
+    (a static `KVCache` for up to `seq_len` positions; pass it as `cache=` and feed each step's
+    positions with `start=` their offset: the keys of earlier steps are reused, and the AdaLN
+    modulations are computed once per cache), `seq_len`, `num_classes`, `vocab`. Build one with
+    `build_model(order, tokenizer, BackboneConfig(...), num_classes)`."""
 
     def __init__(self, cfg: BackboneConfig, stem: Stem, vocab: int, num_classes: int, groups: torch.Tensor) -> None:
         super().__init__()
@@ -175,7 +181,7 @@ class GenModel(nn.Module):
         self.register_buffer("groups", groups.clone().long(), persistent=False)
         self._groups_cpu = groups.clone().long().cpu()
         self._plans: dict[tuple, AttnSpec] = {}
-        self._reset_parameters()
+        self.reset_parameters()
 
     # -- properties --------------------------------------------------------------------------
     @property
@@ -187,7 +193,11 @@ class GenModel(nn.Module):
         return int(self._groups_cpu.numel())
 
     # -- init (VAR_SPEC §2.6) ------------------------------------------------------------------
-    def _reset_parameters(self) -> None:
+    def reset_parameters(self) -> None:
+        """VAR's initialisation (VAR_SPEC §2.6): every Linear and Embedding trunc-normal with std
+        `init_std(C)`, zero biases, the head scaled by `init_head`, the AdaLN linears by
+        `init_adaln` / `init_adaln_gamma`, the residual projections by 1/sqrt(2 depth); then the
+        stem's own `Stem.reset_parameters()` for its tables."""
         cfg, std = self.cfg, init_std(self.cfg.C)
         for m in self.modules():
             if isinstance(m, nn.Linear):
@@ -216,8 +226,9 @@ class GenModel(nn.Module):
                     blk.ada_gss[:, :, :2].mul_(cfg.init_adaln_gamma)
                 if cfg.qk_norm:
                     blk.attn.scale_mul_1H11.fill_(math.log(4.0))
-        if hasattr(self.stem, "reset_parameters"):
-            self.stem.reset_parameters()
+        reset = getattr(self.stem, "reset_parameters", None)
+        if reset is not None:
+            reset()
 
     # -- forward -------------------------------------------------------------------------------
     def condition(self, labels_B: torch.Tensor) -> torch.Tensor:
@@ -261,6 +272,8 @@ class GenModel(nn.Module):
         return self._plans[key]
 
     def new_cache(self, batch: int, max_len: int | None = None, dtype: torch.dtype | None = None) -> KVCache:
+        """An empty static KV cache for `batch` rows (the CFG-doubled batch when CFG is on) and up
+        to `max_len` positions (default `seq_len`), on the model's device and dtype."""
         p = next(self.parameters())
         return KVCache(
             len(self.blocks), batch, self.cfg.H, max_len or self.seq_len, self.cfg.C // self.cfg.H,

@@ -7,10 +7,26 @@ An order differs from another only in what it tells the shared machinery (design
   * `build_stem(...)`: the module that turns the order's inputs into (B, S, C) vectors (token or
     latent embeddings, positions, levels, a start token from the condition);
   * `training_batch(...)`: inputs and per-position targets for teacher forcing (-100 = no loss);
-  * `generate(...)`: the step loop, built from the shared helpers in `genorder.generation`
-    (CFG batch doubling, KV cache, sampler calls, progress callbacks, seeding).
+  * `generate(...)`: the step loop, built from the shared helpers exported by `genorder`
+    (`cfg_labels`, `double`, `sample_step`, `inference`, `make_generator`; module
+    `genorder.generation`) and the backbone's static KV cache (`GenModel.new_cache(batch)` returns a
+    `genorder.KVCache`; `model(inputs, labels, start=i, cache=cache)` runs positions
+    [i, i + n) against every key cached so far).
 
-The backbone (`genorder.model.GenModel`), the trainer, the sampler and the budget are shared.
+What the shared machinery needs to know about an order beyond these methods is a declared
+capability (class attributes, read by `genorder bench`, FLOP counting and `genorder.testing`,
+never the order's name):
+  * `tokenizer_kind`: "single-scale" or "multi-scale" (several scales, with `Tokenizer.latent_*`
+    when the order feeds latents); it may depend on the config (a property);
+  * `kv_cache_option`: the name of a bool Config field that switches KV-cached sampling
+    (`--kv-cache/--no-kv-cache` of `genorder bench` sets it), or None;
+  * `uses_kv_cache`: whether this instance samples with the cache (one attention group per step,
+    each step's queries see every cached key); it decides how generation FLOPs are counted and
+    whether the AdaLN modulations are computed once per generation;
+  * `reference_baseline`: `genorder bench` lists it first and takes speed ratios against it by
+    default (the VAR paper's raster AR baseline declares it).
+
+The backbone (`genorder.GenModel`), the trainer, the sampler and the budget are shared.
 
 Shapes: B batch, S sequence positions fed to the backbone, L tokens of the layout, V codebook size,
 C backbone width.
@@ -50,7 +66,12 @@ class Stem(nn.Module, ABC):
 
     `cond` (B, C) is the class embedding (the null class for dropped / unconditional rows);
     `start` is the sequence offset of the first position in `inputs` (non-zero in KV-cached
-    generation steps), so that position and level embeddings can be sliced."""
+    generation steps), so that position and level embeddings can be sliced.
+
+    Weight decay: biases and every parameter with ndim <= 1 never take weight decay; `no_decay`
+    adds parameters by name (a name matches when it is a substring of the parameter's name), e.g.
+    the (1, L, C) position tables. It may be empty; every name listed must match a parameter
+    (`genorder.testing` checks it, so a typo cannot silently decay a table)."""
 
     #: names of parameters that take no weight decay, besides biases and 1-D tensors
     no_decay: tuple[str, ...] = ()
@@ -58,14 +79,34 @@ class Stem(nn.Module, ABC):
     @abstractmethod
     def forward(self, inputs: Any, cond: torch.Tensor, start: int = 0) -> torch.Tensor: ...
 
+    def reset_parameters(self) -> None:
+        """(Re-)initialise the stem's own tables. `GenModel` first initialises every Linear and
+        Embedding (trunc-normal, std `genorder.init_std(C)`), then calls this; override it for
+        bare `nn.Parameter` tables (use `init_std(width)` for VAR's convention)."""
+
 
 class Order(ABC):
+    """A generation order; see the module docstring for the methods and the declared capabilities."""
+
     Config: type[ComponentConfig]
     #: "multi-scale" orders need a tokenizer with several scales and `latent_*` methods
     tokenizer_kind: str = "single-scale"
+    #: name of the bool Config field that switches KV-cached sampling, or None (no switch)
+    kv_cache_option: str | None = None
+    #: `genorder bench` compares the other orders' speed against this one by default
+    reference_baseline: bool = False
 
     def __init__(self, config: ComponentConfig) -> None:
         self.config = config
+
+    @property
+    def uses_kv_cache(self) -> bool:
+        """True when `generate` samples with the KV cache: one attention group per step, whose
+        queries see every key cached so far. Default: the value of `kv_cache_option` (False when
+        the order declares none); an order that always caches overrides this with True."""
+        if self.kv_cache_option is None:
+            return False
+        return bool(getattr(self.config, self.kv_cache_option))
 
     @abstractmethod
     def layout(self, tokenizer: Tokenizer) -> TokenLayout:

@@ -64,35 +64,126 @@ class Registry:
         return cls(cfg, **kwargs)
 
 
-def make_plugin_manager(load_entrypoints: bool = True) -> pluggy.PluginManager:
+OWN_DISTRIBUTION = "genorder"  # the built-in components ship in this package's own distribution
+
+
+@dataclass(frozen=True)
+class PluginProblem:
+    """A plugin that could not be used: `broken` (import or registration raised) or `collision`
+    (a component or plugin name already taken by a built-in, or by a plugin loaded before it)."""
+
+    plugin: str
+    distribution: str
+    status: str  # "broken" | "collision"
+    error: str
+
+    def describe(self) -> str:
+        what = "failed to load and is skipped" if self.status == "broken" else "was not used"
+        return f"plugin {self.plugin} ({self.distribution}) {what}: {self.error}"
+
+
+def _error_text(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
+
+
+def load_entry_points(pm: pluggy.PluginManager, problems: list[PluginProblem]) -> set[str]:
+    """Load every `genorder` entry point on its own (pluggy's loader is all-or-nothing): one that
+    raises becomes a `broken` problem and the others still load. Built-ins (this distribution's)
+    load first, so a third-party plugin cannot take their names. Returns the built-in plugin names."""
+    builtin: set[str] = set()
+    eps = list(importlib.metadata.entry_points(group="genorder"))
+    eps.sort(key=lambda ep: ((ep.dist.name if ep.dist else "") != OWN_DISTRIBUTION, ep.name, ep.value))
+    for ep in eps:
+        dist = ep.dist.name if ep.dist else "?"
+        if pm.is_blocked(ep.name):
+            continue
+        if pm.has_plugin(ep.name):
+            problems.append(PluginProblem(ep.name, dist, "collision", f"plugin name {ep.name!r} is already taken"))
+            continue
+        try:
+            plugin = ep.load()
+            pm.register(plugin, name=ep.name)
+        except Exception as err:  # a broken plugin must not stop the others
+            problems.append(PluginProblem(ep.name, dist, "broken", _error_text(err)))
+            continue
+        if dist == OWN_DISTRIBUTION:
+            builtin.add(ep.name)
+    return builtin
+
+
+def make_plugin_manager(load_entrypoints: bool = True, problems: list[PluginProblem] | None = None) -> pluggy.PluginManager:
     pm = pluggy.PluginManager("genorder")
     pm.add_hookspecs(hookspecs)
     if load_entrypoints:
-        pm.load_setuptools_entrypoints("genorder")
+        load_entry_points(pm, problems if problems is not None else [])
     return pm
 
 
-def collect(pm: pluggy.PluginManager) -> dict[str, Registry]:
-    """Ask every plugin to register its components; returns kind -> Registry."""
+def collect(
+    pm: pluggy.PluginManager,
+    problems: list[PluginProblem] | None = None,
+    builtin: set[str] | frozenset[str] = frozenset(),
+) -> dict[str, Registry]:
+    """Ask every plugin to register its components; returns kind -> Registry.
+
+    With `problems` given, a plugin whose hook raises is recorded as `broken` (none of its
+    registrations for that kind are kept) and a name already registered is recorded as a
+    `collision` (the built-in, or the first plugin, keeps it); without it, both raise UserError."""
     regs = {k: Registry(k) for k in KINDS}
     for kind in KINDS:
         hook = getattr(pm.hook, f"register_{kind}")
-        for impl in hook.get_hookimpls():
-            plugin = pm.get_name(impl.plugin) or getattr(impl.plugin, "__name__", "?")
-            impl.function(register=lambda n, c, _k=kind, _p=plugin: regs[_k].add(n, c, _p))
+        impls = hook.get_hookimpls()
+        names = [pm.get_name(impl.plugin) or getattr(impl.plugin, "__name__", "?") for impl in impls]
+        order = sorted(range(len(impls)), key=lambda i: (names[i] not in builtin, i))
+        for i in order:
+            impl, plugin = impls[i], names[i]
+            staged: list[tuple[str, type]] = []
+            try:
+                impl.function(register=lambda n, c, _s=staged: _s.append((n, c)))
+            except Exception as err:
+                if problems is None:
+                    raise
+                problems.append(PluginProblem(plugin, _distribution(plugin), "broken",
+                                              f"register_{kind} raised {_error_text(err)}"))  # fmt: skip
+                continue
+            for name, cls in staged:
+                if name in regs[kind].entries and problems is not None:
+                    other = regs[kind].entries[name].plugin
+                    problems.append(PluginProblem(plugin, _distribution(plugin), "collision",
+                                                  f"{kind[:-1]} name {name!r} is already registered by {other}, which keeps it"))  # fmt: skip
+                    continue
+                regs[kind].add(name, cls, plugin)
     return regs
 
 
+def _distribution(plugin: str) -> str:
+    for ep_name, _, dist in plugin_distributions():
+        if ep_name == plugin:
+            return dist
+    return "?"
+
+
 @cache
-def _default() -> dict[str, Registry]:
-    return collect(make_plugin_manager())
+def _default() -> tuple[dict[str, Registry], tuple[PluginProblem, ...]]:
+    problems: list[PluginProblem] = []
+    pm = make_plugin_manager(load_entrypoints=False)
+    builtin = load_entry_points(pm, problems)
+    regs = collect(pm, problems, builtin)
+    return regs, tuple(problems)
 
 
 def registry(kind: str) -> Registry:
     """The process-wide registry of `kind`, built from the installed entry points on first use."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}")
-    return _default()[kind]
+    return _default()[0][kind]
+
+
+def plugin_problems() -> list[PluginProblem]:
+    """Plugins that failed to load or lost a name clash while the registries were built (the CLI
+    prints them as warnings and lists them in `genorder plugins`)."""
+    return list(_default()[1])
 
 
 def reset() -> None:

@@ -1,17 +1,25 @@
 """Run directories: everything needed to rebuild, sample and compare a trained model.
 
     runs/<name>/
-      model.safetensors + model.json   weights; meta: order, backbone, dataset, budget spent, params
-      optim.safetensors + optim.json   optimizer state (for --resume)
-      tokenizer.safetensors + .json    a copy of the tokenizer the run was trained with
+      model.safetensors + model.json   weights; meta: order, backbone, dataset, budget spent, params,
+                                       and `identity` (what a resume must match, see `run_identity`)
+      checkpoints/step-<N>/            the latest checkpoint set, committed as one unit (see
+                                       `genorder.checkpoint.commit_set`): model.* and optim.* of
+                                       step N plus manifest.json; the model.* above are copies of it
+      tokenizer.safetensors + .json    a copy of the tokenizer the run was trained with (written
+                                       once, when the run starts; never by a resume)
       log.jsonl                        training metrics every `log_every` steps
       samples.png                      class-conditional grid, one row per class
       summary.json                     what the budget bought (images, tokens, steps, seconds, FLOPs)
+      .lock                            the writer's lock (`genorder.lock.RunLock`), holding its PID
+
+`load_run(path)` is the one entry point for readers; `--resume` reads `checkpoints/` only.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +27,20 @@ from typing import Any
 
 import torch
 
-from genorder.checkpoint import load_checkpoint, read_meta, save_checkpoint
+from genorder.checkpoint import (
+    atomic_write,
+    clean_stale,
+    commit_set,
+    discard,
+    load_checkpoint,
+    read_meta,
+    save_checkpoint,
+    verify_set,
+)
+from genorder.config import build_config
+from genorder.data import MAX_CLASSES
 from genorder.errors import UserError
+from genorder.hashing import tensors_fingerprint
 from genorder.model import BackboneConfig, GenModel, build_model
 from genorder.order import Order
 from genorder.registry import registry
@@ -42,15 +62,26 @@ def load_tokenizer(path: str | Path, device: str | torch.device = "cpu") -> tupl
     if not name or cfg is None:
         raise UserError(f"{path}: not a genorder tokenizer checkpoint (no name/config in its JSON)")
     tok = registry("tokenizers").create(name, cfg)
-    tok.load_state_dict(state)
+    try:
+        tok.load_state_dict(state)
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else "state dict mismatch"
+        raise UserError(f"{path}: the weights do not fit tokenizer {name!r} with its config ({first})") from None
     return tok.to(device).eval(), name
 
 
+def tokenizer_hash(tokenizer: Tokenizer) -> str:
+    """Content hash of a tokenizer's weights (`genorder.hashing.tensors_fingerprint`)."""
+    return tensors_fingerprint(tokenizer.state_dict())
+
+
 def copy_checkpoint(src: str | Path, dst_stem: Path) -> None:
+    """Copy a checkpoint pair, each file atomically (a reader never sees half a copy)."""
     src = Path(src)
     stem = src.with_suffix("") if src.suffix in (".safetensors", ".json") else src
     for ext in (".safetensors", ".json"):
-        shutil.copyfile(stem.with_suffix(ext), dst_stem.with_suffix(ext))
+        source = stem.with_suffix(ext)
+        atomic_write(dst_stem.with_suffix(ext), lambda tmp, s=source: shutil.copyfile(s, tmp))
 
 
 @dataclass
@@ -88,13 +119,40 @@ def load_run(path: str | Path, device: str | torch.device = "cpu") -> Run:
     meta = read_meta(p / "model")
     if meta.get("component") != "run":
         raise UserError(f"{p}/model.json is not a genorder run")
+    try:
+        order_name, order_cfg = meta["order"]["name"], meta["order"]["config"]
+        backbone, num_classes = dict(meta["backbone"]), meta["num_classes"]
+        if not isinstance(order_name, str) or not isinstance(num_classes, int) or isinstance(num_classes, bool):
+            raise TypeError
+    except (KeyError, TypeError, ValueError):
+        raise UserError(
+            f"{p}/model.json lacks or garbles a required key (order.name, order.config, backbone, "
+            "num_classes); it was not written by `genorder train` or has been edited"
+        ) from None
+    if not 1 <= num_classes <= MAX_CLASSES:
+        raise UserError(f"{p}/model.json: num_classes {num_classes} is outside 1..{MAX_CLASSES}")
     tokenizer, _ = load_tokenizer(p / "tokenizer", device)
-    order_name = meta["order"]["name"]
-    order = registry("orders").create(order_name, meta["order"]["config"])
-    cfg = BackboneConfig(**meta["backbone"])
-    model = build_model(order, tokenizer, cfg, meta["num_classes"])
+    recorded = ((meta.get("identity") or {}).get("tokenizer") or {}).get("hash")
+    if recorded and tokenizer_hash(tokenizer) != recorded:
+        raise UserError(
+            f"{p}/tokenizer.safetensors is not the tokenizer this run was trained with "
+            f"(hash {short_hash(tokenizer_hash(tokenizer))}, the run records {short_hash(recorded)}); "
+            "restore the run's own tokenizer copy"
+        )
+    order = registry("orders").create(order_name, order_cfg)
+    cfg = build_config(BackboneConfig, backbone, section=f"{p}/model.json backbone")
+    try:
+        model = build_model(order, tokenizer, cfg, num_classes)
+    except (ValueError, RuntimeError, TypeError, AssertionError) as err:
+        raise UserError(f"{p}/model.json describes a model that cannot be built: {err}") from None
     state, _ = load_checkpoint(p / "model")
-    model.load_state_dict(state)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else "state dict mismatch"
+        raise UserError(
+            f"{p}: model.safetensors does not match the model model.json describes ({first})"
+        ) from None
     return Run(p, order, order_name, tokenizer, model.to(device).eval(), meta)
 
 
@@ -106,7 +164,150 @@ def list_runs(root: str | Path) -> list[Path]:
 
 
 def write_json(path: str | Path, obj: Any) -> None:
+    text = json.dumps(obj, indent=2, default=str)
+    atomic_write(Path(path), lambda tmp: tmp.write_text(text))
+
+
+# -- run identity: what a resume must match ---------------------------------------------------
+
+
+# TrainConfig fields a resume may change: they do not change what one step computes (the budget
+# may be extended: the lr schedule then follows the new budget from the resume on, so only a
+# resume with the same budget is bit-identical to an uninterrupted run).
+RESUMABLE_TRAIN_FIELDS = ("budget", "device", "log_every", "checkpoint_every", "nonfinite_streak", "nonfinite_total")
+
+
+def short_hash(digest: str) -> str:
+    from genorder.hashing import short
+
+    return short(digest)
+
+
+def absolute_dataset_spec(spec: str) -> str:
+    """`npz:rel/x.npz` -> `npz:/abs/rel/x.npz` when the argument names an existing path (so a run
+    stored from one directory can be evaluated from another); other specs unchanged."""
+    from genorder.data import parse_spec
+
+    name, arg = parse_spec(spec)
+    if arg and Path(arg).expanduser().exists():
+        return f"{name}:{Path(arg).expanduser().resolve()}"
+    return spec
+
+
+def run_identity(
+    order_name: str, order: Order, backbone: BackboneConfig, train: Any, tokenizer_name: str,
+    tokenizer: Tokenizer, dataset_spec: str, dataset: Any,
+) -> dict[str, Any]:
+    """Everything that decides what the run's next step computes, for `identity_diff` on resume:
+    tokenizer (name, config, content hash), order, backbone, the train config without
+    `RESUMABLE_TRAIN_FIELDS`, and the dataset (content hash; its absolute spec for the record)."""
+    from genorder.hashing import dataset_fingerprint
+
+    train_d = {k: v for k, v in train.model_dump(mode="json").items() if k not in RESUMABLE_TRAIN_FIELDS}
+    return {
+        "tokenizer": {"name": tokenizer_name, "config": tokenizer.config.model_dump(mode="json"),
+                      "hash": tokenizer_hash(tokenizer)},
+        "order": {"name": order_name, "config": order.config.model_dump(mode="json")},
+        "backbone": backbone.model_dump(mode="json"),
+        "train": train_d,
+        "dataset": {"spec": absolute_dataset_spec(dataset_spec), "hash": dataset_fingerprint(dataset),
+                    "num_classes": dataset.num_classes},
+    }  # fmt: skip
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+IDENTITY_INFORMATIVE = ("dataset.spec",)  # recorded, not compared: the same content may move
+
+
+def identity_diff(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """`field: run X, now Y` for every field that differs (hashes shortened)."""
+    a, b = _flatten(recorded), _flatten(current)
+    lines = []
+    for key in sorted(set(a) | set(b)):
+        if key in IDENTITY_INFORMATIVE or a.get(key) == b.get(key):
+            continue
+        show = [short_hash(v) if isinstance(v, str) and v.startswith("sha256:") else v for v in (a.get(key), b.get(key))]
+        lines.append(f"{key}: the run has {show[0]!r}, this command gives {show[1]!r}")
+    return lines
+
+
+# -- the run's checkpoint sets ----------------------------------------------------------------
+
+CHECKPOINTS = "checkpoints"
+_SET_NAME = re.compile(r"^step-(\d+)$")
+
+
+def committed_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
+    """(step, directory) of every committed checkpoint set of a run, oldest first."""
+    root = Path(run_dir) / CHECKPOINTS
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), d) for d in root.iterdir() if d.is_dir() and (m := _SET_NAME.match(d.name))]
+    return sorted(found)
+
+
+def latest_checkpoint(run_dir: str | Path) -> tuple[Path, dict[str, Any]] | None:
+    """(directory, manifest) of the newest committed set, verified file by file; None when the run
+    has none; UserError when it is damaged (an older set is never silently used instead)."""
+    sets = committed_checkpoints(run_dir)
+    if not sets:
+        return None
+    step, d = sets[-1]
+    manifest = verify_set(d)
+    if manifest.get("step") != step:
+        raise UserError(f"checkpoint {d}: its manifest says step {manifest.get('step')}, its name step {step}")
+    return d, manifest
+
+
+def commit_run_checkpoint(
+    run_dir: str | Path, step: int, parts: dict[str, tuple[dict[str, Any], dict[str, Any]]]
+) -> Path:
+    """Commit `parts` as `checkpoints/step-<step>`, drop older sets, then refresh the top-level
+    `model.*` copies that readers (`load_run`, `read_meta(run/"model")`) use."""
+    run_dir = Path(run_dir)
+    root = run_dir / CHECKPOINTS
+    d = commit_set(root, f"step-{step:09d}", parts, {"step": step})
+    for _, older in committed_checkpoints(run_dir):
+        if older != d:
+            discard(older)
+    if "model" in parts:
+        publish_model(run_dir, d)
+    return d
+
+
+def publish_model(run_dir: str | Path, set_dir: str | Path) -> None:
+    """Copy a set's model.* to the run's top level (each file atomically; the weights first)."""
+    copy_checkpoint(Path(set_dir) / "model", Path(run_dir) / "model")
+
+
+def clean_run(run_dir: str | Path) -> None:
+    """Remove what killed writers left behind (temporaries in the run and in checkpoints/)."""
+    run_dir = Path(run_dir)
+    clean_stale(run_dir)
+    clean_stale(run_dir / CHECKPOINTS)
+
+
+def truncate_log(path: str | Path, last_step: int) -> None:
+    """Keep the log lines up to and including `last_step` (a resume rewinds to its checkpoint);
+    a torn last line is dropped. Written atomically."""
     p = Path(path)
-    tmp = p.with_suffix(p.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
-    tmp.replace(p)
+    if not p.is_file():
+        return
+    kept = []
+    for line in p.read_text(errors="replace").splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(rec, dict) and isinstance(rec.get("step"), int) and rec["step"] <= last_step:
+            kept.append(line)
+    text = "".join(line + "\n" for line in kept)
+    atomic_write(p, lambda tmp: tmp.write_text(text))

@@ -8,20 +8,47 @@ Conventions (all tokenizers):
 
 Next-scale prediction needs continuous teacher-forcing inputs (VAR_SPEC §1.5). A tokenizer that can
 provide them implements the three `latent_*` methods; the core never needs to know why.
+
+Training (`genorder train-tokenizer`): a tokenizer that can be trained subclasses
+`TrainableTokenizer`, whose two methods the core loop (`genorder.tokenizer_training`) calls; the
+loop owns the data, the budget, the learning-rate schedule, logs, checkpoints, the held-out
+metrics and the reconstruction grid, the tokenizer owns its losses and optimisers.
+
+Default presets (a declared capability, never a name the CLI knows): a tokenizer class lists in
+`default_for` the (kind, channels, image_size) it is the default tokenizer for, where kind is an
+order's `tokenizer_kind`; `genorder.tokenizer_training.default_tokenizer` picks the preset for a
+dataset's channels and size from them.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
 
 import torch
+from pydantic import Field
 from torch import nn
 
+from genorder.budget import Budget
 from genorder.config import ComponentConfig
+
+
+@dataclass(frozen=True)
+class DefaultFor:
+    """A tokenizer preset declares itself the default for an order kind at one image shape."""
+
+    kind: str  # an order's `tokenizer_kind`: "single-scale" or "multi-scale"
+    channels: int
+    image_size: int
 
 
 class Tokenizer(nn.Module, ABC):
     Config: type[ComponentConfig]
+    #: the (order kind, channels, image size) this preset is the default tokenizer for
+    default_for: ClassVar[tuple[DefaultFor, ...]] = ()
+    #: names of submodules that may run in bf16 at inference (`genorder bench` casts them); the rest stays fp32
+    low_precision_modules: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: ComponentConfig) -> None:
         super().__init__()
@@ -92,3 +119,51 @@ class Tokenizer(nn.Module, ABC):
     def codebook(self) -> torch.Tensor:
         """(V, Cvae) code vectors, for soft (`more_smooth`) lookups."""
         raise NotImplementedError(f"{type(self).__name__} has no codebook vectors")
+
+
+class TokenizerTrainConfig(ComponentConfig):
+    """What the core training loop reads (`[train]` of `genorder train-tokenizer`); a trainable
+    tokenizer's `TrainConfig` subclasses it with its own loss and optimiser options."""
+
+    batch_size: int = Field(32, ge=1, description="images per step")
+    lr: float = Field(3e-4, gt=0, description="peak learning rate of every optimiser")
+    warmup: float = Field(0.02, ge=0, lt=1, description="fraction of the budget with a linear lr warmup")
+    final_lr: float = Field(0.3, ge=0, le=1, description="lr at the end as a fraction of the peak (cosine)")
+    budget: Budget = Field(default_factory=lambda: Budget(steps=300), description="when to stop")
+    checkpoint_every: int | None = Field(500, ge=1, description="steps between checkpoints (None: end only)")
+    log_every: int = Field(20, ge=1, description="steps between log records")
+    eval_images: int = Field(500, ge=1, description="held-out images for the final PSNR and codebook usage")
+    eval_prefix_images: int = Field(
+        100, ge=1, description="of those, images also decoded from every prefix of scales (PSNR per k)"
+    )
+    grid_images: int = Field(8, ge=1, description="rows of reconstructions.png (spread over the classes)")
+    seed: int = Field(0, description="seed of the batch order (and of the tokenizer's own randomness)")
+    device: str = Field("auto", description='"auto" (cuda if available), "cpu", "cuda", "cuda:1", ...')
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast on cuda")
+
+
+class TrainableTokenizer(Tokenizer):
+    """A tokenizer `genorder train-tokenizer` can train (the training protocol).
+
+    The core loop (`genorder.tokenizer_training.train_tokenizer`) moves the tokenizer to the device,
+    calls `configure_training(config)` once, then per step sets the scheduled learning rate on every
+    param group of the optimisers it returned and calls `training_step(images, step, fraction)`,
+    which does the forward, the losses, the backward and the optimiser steps and returns its metrics
+    (at least "loss"). `training_summary()` adds to the final metrics."""
+
+    #: the pydantic config of the `[train]` section (a subclass of TokenizerTrainConfig)
+    TrainConfig: ClassVar[type[TokenizerTrainConfig]] = TokenizerTrainConfig
+
+    @abstractmethod
+    def configure_training(self, config: TokenizerTrainConfig) -> list[torch.optim.Optimizer]:
+        """Called once, on the training device, before the first step: build and return the
+        optimisers (their learning rates are then set by the core's schedule)."""
+
+    @abstractmethod
+    def training_step(self, images: torch.Tensor, step: int, fraction: float) -> dict[str, Any]:
+        """One optimisation step on (B, C, H, W) images in [-1, 1]; `step` counts from 1 and
+        `fraction` is the share of the budget spent. Returns metrics with at least "loss"."""
+
+    def training_summary(self) -> dict[str, Any]:
+        """Extra entries for metrics.json at the end of training (e.g. codes restarted)."""
+        return {}

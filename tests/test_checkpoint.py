@@ -111,3 +111,41 @@ def test_checkpoint_paths_keep_dotted_stems(tmp_path):
         checkpoint_paths("runs/a.v2/model.best.safetensors")[1],
     )
     assert checkpoint_paths("x/model.best")[0].name == "model.best.safetensors"
+
+
+# -- checkpoint sets ----------------------------------------------------------------------------
+
+
+def test_commit_set_is_one_unit_verified_by_its_manifest(tmp_path):
+    from genorder.checkpoint import clean_stale, commit_set, verify_set
+
+    parts = {"model": ({"w": torch.ones(3)}, {"step": 2}), "optim": ({"m": torch.zeros(2)}, {"step": 2})}
+    d = commit_set(tmp_path, "step-2", parts, {"step": 2})
+    assert d == tmp_path / "step-2" and sorted(p.name for p in d.iterdir()) == [
+        "manifest.json", "model.json", "model.safetensors", "optim.json", "optim.safetensors"]  # fmt: skip
+    manifest = verify_set(d)
+    assert manifest["step"] == 2 and set(manifest["files"]) == {"model.json", "model.safetensors", "optim.json", "optim.safetensors"}
+    assert [p.name for p in tmp_path.iterdir()] == ["step-2"]  # no temporaries left
+    (d / "optim.safetensors").write_bytes((d / "optim.safetensors").read_bytes()[:-1])
+    with pytest.raises(UserError, match="optim.safetensors altered"):
+        verify_set(d)
+    (d / "optim.safetensors").unlink()
+    with pytest.raises(UserError, match="optim.safetensors missing"):
+        verify_set(d)
+    (d / "manifest.json").unlink()
+    with pytest.raises(UserError, match="incomplete"):
+        verify_set(d)
+    # what a killed writer leaves: an unfinished set and an atomic_write temp file
+    (tmp_path / ".tmp-step-3-abc").mkdir()
+    (tmp_path / ".tmp-step-3-abc" / "model.safetensors").write_bytes(b"partial")
+    (tmp_path / ".model.json.xyz.tmp").write_text("")
+    removed = clean_stale(tmp_path)
+    assert len(removed) == 2 and [p.name for p in tmp_path.iterdir()] == ["step-2"]
+
+
+def test_commit_set_failure_leaves_nothing(tmp_path):
+    from genorder.checkpoint import commit_set
+
+    with pytest.raises(TypeError):
+        commit_set(tmp_path, "step-1", {"model": ({"w": "not a tensor"}, {})}, {"step": 1})  # type: ignore[dict-item]
+    assert list(tmp_path.iterdir()) == []

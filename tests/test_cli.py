@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import one_thread
+from genorder.testing import one_thread
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -50,7 +50,8 @@ def test_train_sample_runs_end_to_end(tmp_path):
                "--steps", "3", "--batch-size", "8", "--out", "runs/ns", "--cfg", "1.5")  # fmt: skip
     assert r.exit_code == 0, r.output
     run = tmp_path / "runs" / "ns"
-    for name in ("model.safetensors", "model.json", "optim.safetensors", "tokenizer.safetensors", "log.jsonl",
+    for name in ("model.safetensors", "model.json", "checkpoints/step-000000003/optim.safetensors",
+                 "checkpoints/step-000000003/manifest.json", "tokenizer.safetensors", "log.jsonl",
                  "samples.png", "summary.json"):  # fmt: skip
         assert (run / name).is_file(), name
     summary = json.loads((run / "summary.json").read_text())

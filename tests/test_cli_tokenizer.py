@@ -6,13 +6,13 @@ import json
 
 import pytest
 import torch
-from helpers import one_thread
+from genorder.testing import one_thread
 from typer.testing import CliRunner
 
 from genorder_cli.main import app
 
 runner = CliRunner()
-TINY = ["--tokenizer", "msvq-tiny", "--dataset", "shapes", "--set", "tokenizer.channels=3"]
+TINY = ["--tokenizer", "msvq-tiny", "--dataset", "shapes", "--image-size", "16"]
 SMALL_EVAL = ["--set", "train.eval_images=16", "--set", "train.eval_prefix_images=4", "--set", "train.grid_images=2"]
 
 
@@ -33,6 +33,10 @@ def test_train_tokenizer_then_reconstruct(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["steps"] == 5 and metrics["images"] == 40 and metrics["eval_split"] == "test"
     assert len(metrics["psnr_per_k"]) == 3 and len(metrics["usage_pct"]) == 3
+    colour = metrics["colour"]  # the colour check: 3 channels of means and correlations
+    assert len(colour["mean_original"]) == len(colour["mean_reconstruction"]) == len(colour["correlation"]) == 3
+    assert all(-1 <= c <= 1 for c in colour["correlation"])
+    assert metrics["channels"] == 3 and metrics["image_size"] == 16
     meta = json.loads((out / "tokenizer.json").read_text())
     assert meta["name"] == "msvq-tiny" and meta["config"]["channels"] == 3 and meta["dataset"] == "shapes"
 
@@ -55,7 +59,7 @@ def test_toml_config_and_nested_overrides(tmp_path):
         "[budget]\nsteps = 5\n"
     )
     out = tmp_path / "tok"
-    res = runner.invoke(app, ["train-tokenizer", "--dataset", "shapes", "--config", str(cfg), "--out", str(out),
+    res = runner.invoke(app, ["train-tokenizer", "--dataset", "shapes", "--image-size", "16", "--config", str(cfg), "--out", str(out),
                               "--set", "train.budget.steps=2", "--set", "budget.steps=2"])  # fmt: skip
     assert res.exit_code == 0, res.output
     metrics = json.loads((out / "metrics.json").read_text())
@@ -82,6 +86,34 @@ def test_bad_input_exits_2_and_writes_nothing(tmp_path, args):
     assert res.exit_code == 2, res.output
     assert "error" in res.output
     assert not out.exists()
+
+
+def test_no_silent_conversion_and_explicit_flags_convert(tmp_path):
+    """A tokenizer that cannot take the dataset's shape is an error naming the flag; the grey preset
+    is configured to the colour dataset's channels (not the photos turned grey); --channels and
+    --image-size convert on request."""
+    out = tmp_path / "tok"
+    res = runner.invoke(app, ["train-tokenizer", "--tokenizer", "msvq-tiny", "--dataset", "shapes", "--out", str(out),
+                              "--steps", "1"])  # fmt: skip
+    assert res.exit_code == 2 and "--image-size" in res.output and "3x32px" in res.output
+    assert not out.exists()
+    res = runner.invoke(app, ["train-tokenizer", "--tokenizer", "vq-tiny", "--dataset", "shapes", "--image-size", "16",
+                              "--channels", "1", *SMALL_EVAL, "--steps", "1", "--batch-size", "4", "--out", str(out)])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    meta = json.loads((out / "tokenizer.json").read_text())
+    assert meta["config"]["channels"] == 1 and meta["config"]["image_size"] == 16
+
+
+def test_default_preset_is_chosen_by_the_dataset(tmp_path):
+    """No --tokenizer: the preset declared for the dataset's channels and size (3x16 -> msvq-tiny)."""
+    out = tmp_path / "tok"
+    res = runner.invoke(app, ["train-tokenizer", "--dataset", "shapes", "--image-size", "16", *SMALL_EVAL,
+                              "--steps", "1", "--batch-size", "4", "--out", str(out)])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    meta = json.loads((out / "tokenizer.json").read_text())
+    assert meta["name"] == "msvq-tiny" and meta["config"]["channels"] == 3
+    res = runner.invoke(app, ["train-tokenizer", "--dataset", "shapes", "--image-size", "24", "--out", str(tmp_path / "x")])
+    assert res.exit_code == 2 and "no multi-scale tokenizer preset is declared for 3x24px" in res.output
 
 
 def test_reconstruct_rejects_a_missing_checkpoint(tmp_path):

@@ -1,94 +1,89 @@
-"""Contract tests for every registered tokenizer and dataset (built-in or third-party): a plugin added
-through the `genorder` entry points is checked here without new tests.
-
-Tokenizers: built on the meta device (no memory, so VAR's 109M-parameter preset costs nothing), they
-must report consistent shape facts and reject unknown options; the small ones (<= 5M parameters)
-must also round-trip a batch: encode gives one (B, p_k^2) int64 map per scale with ids in [0, V),
-decode gives (B, C, H, W) in [-1, 1], decoding a prefix of the scales works, and encoding is
-deterministic. Datasets: loading with no argument gives consistent arrays or a one-line UserError."""
+"""Contract checks (`genorder.testing.contracts`) for every registered tokenizer, sampler and dataset
+(built-in or third-party): a plugin added through the `genorder` entry points is checked here without
+new tests. Tokenizers: shape facts on the meta device (VAR's 109M-parameter preset costs nothing),
+unknown options rejected, a deterministic round trip for the small ones (<= 5M parameters), and two
+training steps through the core loop for trainable ones. Datasets: consistent arrays or a one-line
+UserError. Also `genorder check` and `pytest --pyargs genorder.testing`."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
-import torch
-from helpers import one_thread
+from typer.testing import CliRunner
 
-from genorder.data import ImageDataset, load_dataset
-from genorder.errors import UserError
 from genorder.registry import registry
-from genorder.tokenizer import Tokenizer
-
-SMALL = 5_000_000
-
-
-def tokenizer_names() -> list[str]:
-    return registry("tokenizers").names()
+from genorder.testing import NotApplicable, one_thread, run_checks, select
+from genorder.testing.contracts import DATASET_CHECKS, SAMPLER_CHECKS, TOKENIZER_CHECKS
 
 
-def params_on_meta(name: str) -> int:
-    with torch.device("meta"):
-        return sum(p.numel() for p in registry("tokenizers").create(name).parameters())
-
-
-def small_tokenizer_names() -> list[str]:
-    """Tokenizers cheap enough to run on the CPU here; the larger ones (VAR's 109M-parameter 256 px
-    presets) share their class with a small one, and their shape facts are checked above."""
-    return [n for n in tokenizer_names() if params_on_meta(n) <= SMALL]
-
-
-def dataset_names() -> list[str]:
-    return registry("datasets").names()
+def names(kind: str) -> list[str]:
+    return registry(kind).names()
 
 
 def test_every_builtin_is_registered():
-    assert {"msvq", "var-256", "msvq-fmnist", "vq-fmnist", "msvq-tiny", "vq-tiny"} <= set(tokenizer_names())
-    assert {"msvq-fmnist", "vq-fmnist", "msvq-tiny", "vq-tiny", "pixel"} <= set(small_tokenizer_names())
-    assert {"fashion-mnist", "imagefolder", "npz", "shapes"} <= set(dataset_names())
+    assert {"msvq", "var-256", "msvq-fmnist", "vq-fmnist", "msvq-tiny", "vq-tiny"} <= set(names("tokenizers"))
+    assert {"msvq-rgb32", "vq-rgb32", "msvq-rgb64", "vq-rgb64", "vq-256"} <= set(names("tokenizers"))
+    assert {"fashion-mnist", "imagefolder", "npz", "shapes"} <= set(names("datasets"))
 
 
-@pytest.mark.parametrize("name", tokenizer_names())
-def test_tokenizer_shape_facts(name):
-    with torch.device("meta"):
-        tok = registry("tokenizers").create(name)
-    assert isinstance(tok, Tokenizer)
-    scales = tuple(tok.scales)
-    assert scales and all(isinstance(p, int) and p > 0 for p in scales)
-    assert all(a < b for a, b in zip(scales, scales[1:])), "scales must be strictly increasing"
-    assert tok.codebook_size >= 2 and tok.image_size > 0 and tok.channels in (1, 3, 4)
-    with pytest.raises(UserError):
-        registry("tokenizers").create(name, {"no_such_option": 1})
-
-
-@pytest.mark.parametrize("name", small_tokenizer_names())
-def test_small_tokenizers_round_trip(name):
-    torch.manual_seed(0)
-    tok = registry("tokenizers").create(name).eval()
-    B, C, S = 2, tok.channels, tok.image_size
-    x = torch.rand(B, C, S, S) * 2 - 1
-    with one_thread():
-        tokens = tok.encode(x)
-        again = tok.encode(x)
-        assert len(tokens) == len(tok.scales)
-        for t, a, p in zip(tokens, again, tok.scales):
-            assert t.shape == (B, p * p) and t.dtype == torch.int64
-            assert int(t.min()) >= 0 and int(t.max()) < tok.codebook_size
-            assert torch.equal(t, a)
-        y = tok.decode(tokens)
-        assert y.shape == (B, C, S, S) and torch.isfinite(y).all()
-        assert float(y.min()) >= -1 and float(y.max()) <= 1
-        assert tok.decode(tokens[:1]).shape == (B, C, S, S)
-
-
-@pytest.mark.parametrize("name", dataset_names())
-def test_dataset_loads_consistently_or_fails_with_a_user_error(name):
+def _run(checks, check, name):
     try:
-        ds = load_dataset(name, "train", limit=8)
-    except UserError as err:  # e.g. imagefolder/npz without a path, fashion-mnist not installed
-        assert str(err).strip() and "\n" not in str(err).strip()
-        return
-    assert isinstance(ds, ImageDataset) and 0 < len(ds) <= 8
-    assert ds.images.dtype == torch.uint8 and ds.images.shape[1:] == (ds.channels, ds.image_size, ds.image_size)
-    assert ds.labels.shape == (len(ds),) and int(ds.labels.max()) < ds.num_classes == len(ds.class_names)
-    x, y = ds.get_batch(torch.arange(len(ds)))
-    assert x.dtype == torch.float32 and float(x.min()) >= -1 and float(x.max()) <= 1
-    assert torch.equal(y, ds.labels)
+        with one_thread():
+            checks[check](name)
+    except NotApplicable as err:
+        pytest.skip(f"not applicable: {err}")
+
+
+@pytest.mark.parametrize("check", list(TOKENIZER_CHECKS))
+@pytest.mark.parametrize("name", names("tokenizers"))
+def test_tokenizer_contract(name, check):
+    _run(TOKENIZER_CHECKS, check, name)
+
+
+@pytest.mark.parametrize("name", names("samplers"))
+def test_sampler_contract(name):
+    _run(SAMPLER_CHECKS, "draws", name)
+
+
+@pytest.mark.parametrize("name", names("datasets"))
+def test_dataset_contract(name):
+    _run(DATASET_CHECKS, "loads", name)
+
+
+def test_selection_by_component_and_by_plugin():
+    assert select("raster") == [("orders", "raster")]
+    by_plugin = select("vqvae")  # the entry-point name of the built-in VQVAE plugin
+    assert ("tokenizers", "msvq-fmnist") in by_plugin and all(k == "tokenizers" for k, _ in by_plugin)
+    from genorder.errors import UserError
+
+    with pytest.raises(UserError, match="no registered component"):
+        select("no-such-plugin")
+
+
+def test_check_command_reports_and_exits(tmp_path):
+    from genorder_cli.main import app
+
+    res = CliRunner().invoke(app, ["check", "standard"], terminal_width=200)
+    assert res.exit_code == 0, res.output
+    assert "draws" in res.output and "passed" in res.output
+    res = CliRunner().invoke(app, ["check", "no-such-plugin"])
+    assert res.exit_code == 2 and "no registered component" in res.output
+
+
+def test_failed_checks_are_reported_not_raised(monkeypatch):
+    import genorder.testing.contracts as c
+
+    monkeypatch.setitem(c.CHECKS["samplers"], "draws", lambda name: (_ for _ in ()).throw(AssertionError("boom")))
+    [r] = run_checks("standard")
+    assert r.status == "failed" and r.message == "boom"
+
+
+def test_pytest_pyargs_runs_the_kit_on_one_component(tmp_path):
+    """`pytest --pyargs genorder.testing --genorder-plugin NAME` collects one item per check."""
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--pyargs", "genorder.testing",
+           "--genorder-plugin", "standard", "--rootdir", str(tmp_path)]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "1 passed" in out.stdout

@@ -193,11 +193,33 @@ def test_npz_no_labels_test_split_and_resize(tmp_path):
         ({"pixels": np.zeros((2, 8, 8), np.uint8)}, "no 'images' array"),
         ({"images": np.zeros((2, 8, 8), np.uint8), "labels": np.zeros(3, np.int64)}, "labels"),
         ({"images": np.zeros((2, 8, 8), np.uint8), "labels": np.zeros(2, np.float32)}, "integers"),
+        ({"images": np.zeros((2, 8, 8), np.uint8), "labels": np.array([0, -1])}, "negative"),
+        ({"images": np.zeros((2, 8, 8), np.uint8), "labels": np.array([0, 1_000_000])}, "1,000,001 classes"),
+        ({"images": np.zeros((2, 8, 8), np.uint8), "labels": np.array([0, 2]), "class_names": np.array(["a", "b"])},
+         "lists 2 class_names"),
     ],
 )
 def test_npz_validation(tmp_path, arrays, match):
     np.savez(tmp_path / "d.npz", **arrays)
     with pytest.raises(UserError, match=match):
+        load_dataset(f"npz:{tmp_path / 'd.npz'}")
+
+
+def test_labels_checked_against_num_classes():
+    from genorder.data import MAX_CLASSES, check_labels
+
+    check_labels(torch.tensor([0, 3]), 4, "d")
+    with pytest.raises(UserError, match=r"labels span 0\.\.4, outside 0\.\.3"):
+        check_labels(torch.tensor([0, 4]), 4, "d")
+    with pytest.raises(UserError, match="classes"):
+        check_labels(torch.tensor([0]), MAX_CLASSES + 1, "d")
+
+
+def test_npz_truncated(tmp_path):
+    np.savez(tmp_path / "d.npz", images=np.zeros((64, 8, 8), np.uint8), labels=np.zeros(64, np.int64))
+    data = (tmp_path / "d.npz").read_bytes()
+    (tmp_path / "d.npz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(UserError, match="cannot read"):
         load_dataset(f"npz:{tmp_path / 'd.npz'}")
 
 

@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from helpers import (
+from genorder.testing import (
     CallRecorder,
     TinyCodebookTokenizer,
     masked_ce,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import TinyCodebookTokenizer, masked_ce, one_thread, tiny_backbone, train_steps
+from genorder.testing import TinyCodebookTokenizer, masked_ce, one_thread, tiny_backbone, train_steps
 
 from genorder import StandardSampler, UserError
 from genorder.generation import make_generator

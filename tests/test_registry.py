@@ -89,6 +89,29 @@ def test_duplicate_name_names_both_plugins():
     assert "plugin_a" in str(info.value) and "plugin_b" in str(info.value)
 
 
+def test_problems_are_collected_not_raised():
+    """With a problems list: a hook that raises is `broken` (none of its names kept), a taken name
+    is a `collision` (the built-in keeps it, even when the plugin registered first)."""
+
+    def register_orders(register):
+        register("half", Widget)
+        raise RuntimeError("boom")
+
+    pm = manager(
+        orders_plugin("third_party", ("alpha", OtherWidget), ("gamma", OtherWidget)),
+        orders_plugin("builtin", ("alpha", Widget)),
+        plugin_module("crashing", register_orders=register_orders),
+    )
+    problems: list = []
+    regs = collect(pm, problems, builtin={"builtin"})
+    assert regs["orders"].get("alpha") is Widget and regs["orders"].entries["alpha"].plugin == "builtin"
+    assert regs["orders"].get("gamma") is OtherWidget and "half" not in regs["orders"].names()
+    by = {p.plugin: p for p in problems}
+    assert set(by) == {"third_party", "crashing"}
+    assert by["third_party"].status == "collision" and "'alpha' is already registered by builtin" in by["third_party"].error
+    assert by["crashing"].status == "broken" and "RuntimeError: boom" in by["crashing"].error
+
+
 def test_unknown_name_lists_available():
     regs = collect(manager(orders_plugin("plugin_a", ("alpha", Widget), ("beta", OtherWidget))))
     with pytest.raises(UserError, match=r"unknown order 'gamma'; available: alpha, beta"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import one_thread
+from genorder.testing import one_thread
 import torch.nn.functional as F
 from einops import rearrange
 
@@ -204,7 +204,8 @@ def test_dead_codes_are_restarted_onto_residuals():
 
 def test_error_falls_as_scales_are_added():
     from genorder.data import load_dataset
-    from genorder_plugins.vqvae.train import TokenizerTrainConfig, psnr_per_image, train_tokenizer
+    from genorder.tokenizer_training import psnr_per_image, train_tokenizer
+    from genorder_plugins.vqvae.train import VQVAETrainConfig as TokenizerTrainConfig
 
     torch.manual_seed(0)
     tok = registry("tokenizers").create("msvq-tiny", {"channels": 3, "ch": 8, "scales": (1, 2, 4)})
@@ -215,7 +216,7 @@ def test_error_falls_as_scales_are_added():
     from pathlib import Path
 
     with tempfile.TemporaryDirectory() as d:
-        m = train_tokenizer(tok, ds, cfg, Path(d))
+        m = train_tokenizer(tok, "msvq-tiny", ds, cfg, Path(d))
     x = ds.get_batch(torch.arange(64))[0]
     tokens = tok.encode(x)
     with torch.no_grad():
@@ -229,7 +230,8 @@ def test_error_falls_as_scales_are_added():
 
 def test_gan_losses_run(tmp_path):
     from genorder.data import load_dataset
-    from genorder_plugins.vqvae.train import TokenizerTrainConfig, train_tokenizer
+    from genorder.tokenizer_training import train_tokenizer
+    from genorder_plugins.vqvae.train import VQVAETrainConfig as TokenizerTrainConfig
 
     torch.manual_seed(0)
     tok = registry("tokenizers").create("msvq-tiny", {"channels": 3, "ch": 8})
@@ -237,7 +239,7 @@ def test_gan_losses_run(tmp_path):
     cfg = TokenizerTrainConfig(batch_size=8, budget={"steps": 3}, gan=True, gan_start=1, log_every=1,
                                eval_images=8, eval_prefix_images=2, grid_images=1)  # fmt: skip
     logs: list[dict] = []
-    train_tokenizer(tok, ds, cfg, tmp_path, log=logs.append)
+    train_tokenizer(tok, "msvq-tiny", ds, cfg, tmp_path, progress=lambda d, t, m: logs.append(m))
     assert "d_loss" not in logs[0] and all("d_loss" in m and "gan_weight" in m for m in logs[1:])
     assert all(0.015 * cfg.gan_weight <= m["gan_weight"] for m in logs[1:])
 

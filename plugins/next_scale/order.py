@@ -31,6 +31,7 @@ class NextScale(Order):
         kv_cache: bool = Field(True, description="sample with the KV cache (off: recompute the prefix)")
 
     tokenizer_kind = "multi-scale"
+    kv_cache_option = "kv_cache"
 
     def check_tokenizer(self, tokenizer) -> None:
         if len(tokenizer.scales) < 2:

@@ -41,7 +41,12 @@ class Raster(Order):
         )
 
     config: Config
-    tokenizer_kind = "single-scale"
+    kv_cache_option = "kv_cache"
+    reference_baseline = True  # the VAR paper's AR baseline: `genorder bench` compares against it
+
+    @property
+    def tokenizer_kind(self) -> str:  # the multi-scale control runs over a multi-scale tokenizer
+        return "multi-scale" if self.config.multiscale else "single-scale"
 
     def check_tokenizer(self, tokenizer) -> None:
         scales = tuple(tokenizer.scales)

@@ -11,6 +11,15 @@ so any field can still be overridden, e.g. `create("msvq-fmnist", {"vocab_size":
 | `vq-fmnist`   | 1 x 32  | 32 / (1,2)        | 2 enc, 3 dec | 32 | 1024 | (16,)                    | 0.93M   |
 | `msvq-tiny`   | 1 x 16  | 16 / (1,2,2)      | 1 enc, 1 dec | 8  | 64   | (1,2,4)                  | 0.20M   |
 | `vq-tiny`     | 1 x 16  | 16 / (1,2,2)      | 1 enc, 1 dec | 8  | 64   | (4,)                     | 0.20M   |
+| `msvq-rgb32`  | 3 x 32  | 32 / (1,2)        | 2 enc, 3 dec | 32 | 1024 | (1,2,3,4,5,6,8,10,13,16) | 0.96M   |
+| `vq-rgb32`    | 3 x 32  | 32 / (1,2)        | 2 enc, 3 dec | 32 | 1024 | (16,)                    | 0.93M   |
+| `msvq-rgb64`  | 3 x 64  | 32 / (1,2,2)      | 2 enc, 3 dec | 32 | 1024 | (1,2,3,4,5,6,8,10,13,16) | 1.41M   |
+| `vq-rgb64`    | 3 x 64  | 32 / (1,2,2)      | 2 enc, 3 dec | 32 | 1024 | (16,)                    | 1.38M   |
+| `vq-256`      | 3 x 256 | as `msvq`         | 2 enc, 3 dec | 32 | 4096 | (16,)                    | 108.92M |
+
+Each preset declares in `default_for` the (order kind, channels, image size) it is the default
+tokenizer for; `genorder.tokenizer_training.default_tokenizer` chooses from these declarations (the
+CLI knows no preset name).
 
 Attention: `msvq`/`var-256` after every res block of the lowest level plus the middle block; the
 small presets only in the middle block (at the 16 x 16 latent for Fashion-MNIST). The tiny presets
@@ -35,13 +44,17 @@ from typing import Any
 from pydantic import create_model
 
 from genorder import hookimpl
+from genorder.tokenizer import DefaultFor
 from genorder_plugins.vqvae.tokenizer import MultiScaleVQVAE, MultiScaleVQVAEConfig, load_tokenizer
 
 FMNIST_SCALES = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
 
 
-def preset(name: str, class_name: str, doc: str, **defaults: Any) -> type[MultiScaleVQVAE]:
-    """A `MultiScaleVQVAE` subclass registered as `name` whose Config defaults are `defaults`."""
+def preset(
+    name: str, class_name: str, doc: str, default_for: tuple[DefaultFor, ...] = (), **defaults: Any
+) -> type[MultiScaleVQVAE]:
+    """A `MultiScaleVQVAE` subclass registered as `name` whose Config defaults are `defaults`;
+    `default_for` declares the (order kind, channels, size) it is the default tokenizer for."""
     base = MultiScaleVQVAEConfig.model_fields
     fields = {}
     for key, value in defaults.items():
@@ -49,7 +62,8 @@ def preset(name: str, class_name: str, doc: str, **defaults: Any) -> type[MultiS
         info.default = value
         fields[key] = (base[key].annotation, info)
     config = create_model(f"{class_name}Config", __base__=MultiScaleVQVAEConfig, __doc__=doc, **fields)
-    return type(class_name, (MultiScaleVQVAE,), {"Config": config, "registry_name": name, "__doc__": doc, "__module__": __name__})
+    attrs = {"Config": config, "registry_name": name, "__doc__": doc, "__module__": __name__, "default_for": default_for}
+    return type(class_name, (MultiScaleVQVAE,), attrs)
 
 
 _FMNIST = dict(image_size=32, channels=1, ch=32, ch_mult=(1, 2), attn=False, mid_attn=True,
@@ -57,15 +71,34 @@ _FMNIST = dict(image_size=32, channels=1, ch=32, ch_mult=(1, 2), attn=False, mid
 _TINY = dict(image_size=16, channels=1, ch=16, ch_mult=(1, 2, 2), enc_res_blocks=1, dec_res_blocks=1,
              attn=False, mid_attn=True, latent_dim=8, vocab_size=64)
 
-VAR256 = preset("var-256", "VAR256VQVAE", "VAR's released 256 px tokenizer (vae_ch160v4096z32).")
+MS, SS = "multi-scale", "single-scale"  # the order kinds a preset serves
+
+VAR256 = preset("var-256", "VAR256VQVAE", "VAR's released 256 px tokenizer (vae_ch160v4096z32).",
+                default_for=(DefaultFor(MS, 3, 256),))
 MSVQFmnist = preset("msvq-fmnist", "MSVQFmnist", "10-scale tokenizer for 32 px Fashion-MNIST.",
-                    scales=FMNIST_SCALES, **_FMNIST)
+                    default_for=(DefaultFor(MS, 1, 32),), scales=FMNIST_SCALES, **_FMNIST)
 VQFmnist = preset("vq-fmnist", "VQFmnist", "Single-scale (16x16) tokenizer for 32 px Fashion-MNIST.",
-                  scales=(16,), phi_share=1, **_FMNIST)
+                  default_for=(DefaultFor(SS, 1, 32),), scales=(16,), phi_share=1, **_FMNIST)
 MSVQTiny = preset("msvq-tiny", "MSVQTiny", "Tiny 16 px 3-scale tokenizer for tests.",
-                  scales=(1, 2, 4), phi_share=0, **_TINY)
+                  default_for=(DefaultFor(MS, 1, 16), DefaultFor(MS, 3, 16)), scales=(1, 2, 4), phi_share=0, **_TINY)
 VQTiny = preset("vq-tiny", "VQTiny", "Tiny 16 px single-scale tokenizer for tests.",
-                scales=(4,), phi_share=1, **_TINY)
+                default_for=(DefaultFor(SS, 1, 16), DefaultFor(SS, 3, 16)), scales=(4,), phi_share=1, **_TINY)
+
+# RGB presets (issue 11): CPU-sized 3x32 and 3x64 (the imagefolder default size), and the 256 px
+# single-scale partner of var-256 for a GPU. The 64 px ones add one 2x downsampling so that the
+# latent stays 16x16 and the scales stay Fashion-MNIST's.
+_RGB32 = {**_FMNIST, "channels": 3}
+_RGB64 = {**_FMNIST, "channels": 3, "image_size": 64, "ch_mult": (1, 2, 2)}
+MSVQRgb32 = preset("msvq-rgb32", "MSVQRgb32", "10-scale RGB tokenizer for 32 px colour images (CPU).",
+                   default_for=(DefaultFor(MS, 3, 32),), scales=FMNIST_SCALES, **_RGB32)
+VQRgb32 = preset("vq-rgb32", "VQRgb32", "Single-scale (16x16) RGB tokenizer for 32 px colour images (CPU).",
+                 default_for=(DefaultFor(SS, 3, 32),), scales=(16,), phi_share=1, **_RGB32)
+MSVQRgb64 = preset("msvq-rgb64", "MSVQRgb64", "10-scale RGB tokenizer for 64 px colour images (CPU).",
+                   default_for=(DefaultFor(MS, 3, 64),), scales=FMNIST_SCALES, **_RGB64)
+VQRgb64 = preset("vq-rgb64", "VQRgb64", "Single-scale (16x16) RGB tokenizer for 64 px colour images (CPU).",
+                 default_for=(DefaultFor(SS, 3, 64),), scales=(16,), phi_share=1, **_RGB64)
+VQ256 = preset("vq-256", "VQ256", "Single-scale (16x16) partner of var-256 for 256 px colour images (GPU).",
+               default_for=(DefaultFor(SS, 3, 256),), scales=(16,), phi_share=1)
 
 PRESETS: dict[str, type[MultiScaleVQVAE]] = {
     "msvq": MultiScaleVQVAE,
@@ -74,6 +107,12 @@ PRESETS: dict[str, type[MultiScaleVQVAE]] = {
     "vq-fmnist": VQFmnist,
     "msvq-tiny": MSVQTiny,
     "vq-tiny": VQTiny,
+    # issue 11: RGB presets
+    "msvq-rgb32": MSVQRgb32,
+    "vq-rgb32": VQRgb32,
+    "msvq-rgb64": MSVQRgb64,
+    "vq-rgb64": VQRgb64,
+    "vq-256": VQ256,
 }
 
 

@@ -19,9 +19,10 @@ from torch import nn
 
 from genorder.config import ComponentConfig
 from genorder.errors import UserError
-from genorder.tokenizer import Tokenizer
+from genorder.tokenizer import DefaultFor, TrainableTokenizer
 from genorder_plugins.vqvae.nets import Decoder, Encoder, downsample_factor, init_conv_weights
 from genorder_plugins.vqvae.quantizer import MultiScaleQuantizer
+from genorder_plugins.vqvae.train import VQVAETraining, VQVAETrainConfig
 
 VAR_SCALES_256 = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
 
@@ -75,11 +76,14 @@ class MultiScaleVQVAEConfig(ComponentConfig):
         return self
 
 
-class MultiScaleVQVAE(Tokenizer):
+class MultiScaleVQVAE(TrainableTokenizer):
     """VAR's multi-scale residual VQVAE (defaults: the 256 px release, 10 scales, V 4096, 108.95M params)."""
 
     Config: ClassVar[type[MultiScaleVQVAEConfig]] = MultiScaleVQVAEConfig
+    TrainConfig: ClassVar[type[VQVAETrainConfig]] = VQVAETrainConfig
     registry_name: ClassVar[str] = "msvq"
+    default_for: ClassVar[tuple[DefaultFor, ...]] = ()
+    low_precision_modules: ClassVar[tuple[str, ...]] = ("decoder", "post_quant_conv")  # the quantizer stays fp32
 
     def __init__(self, config: MultiScaleVQVAEConfig) -> None:
         super().__init__(config)
@@ -132,6 +136,17 @@ class MultiScaleVQVAE(Tokenizer):
         self._check_images(images_BChw)
         f_hat, _, vq_loss, usages = self.quantizer(self.latent(images_BChw))
         return self.decoder(self.post_quant_conv(f_hat)), vq_loss, usages
+
+    # -- the training protocol (genorder.TrainableTokenizer) ------------------------------------------
+    def configure_training(self, config: VQVAETrainConfig) -> list[torch.optim.Optimizer]:
+        self._training = VQVAETraining(self, config)
+        return self._training.optimizers
+
+    def training_step(self, images: torch.Tensor, step: int, fraction: float) -> dict[str, Any]:
+        return self._training.step(images, step, fraction)
+
+    def training_summary(self) -> dict[str, Any]:
+        return self._training.summary()
 
     # -- the codec ------------------------------------------------------------------------------
     @torch.no_grad()

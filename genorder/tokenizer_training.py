@@ -1,0 +1,324 @@
+"""The tokenizer training loop, the held-out tokenizer metrics and the reconstruction grid.
+
+Any registered `TrainableTokenizer` trains here (`genorder train-tokenizer`): the loop owns the data
+order, the budget (`genorder.budget`), the learning-rate schedule (linear warmup, cosine decay to
+`final_lr` x peak), log.jsonl, checkpoints (safetensors + JSON, `load_tokenizer` rebuilds them) and
+the final evaluation; the tokenizer owns its losses and optimisers (`training_step`).
+
+Files written to `out_dir`: tokenizer.safetensors/.json (periodically and at the end), log.jsonl,
+reconstructions.png (one row per image, spread over the classes; columns: the original, then the
+reconstruction from the first k scales, each column captioned) and metrics.json:
+  * psnr (all scales) and psnr_per_k (decoding the first k scales), per-image mean, in dB;
+  * codebook usage per scale (% of V, and % of what the images could use);
+  * the colour check: the per-channel mean of the originals and of the reconstructions, and the
+    per-channel Pearson correlation of reconstructed against original pixels (a grey or
+    channel-swapped reconstruction of colour images shows here while its PSNR can look fine).
+
+Also `default_tokenizer`: the preset for an order kind and a dataset's channels and size, from the
+presets' `default_for` declarations.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from einops import rearrange
+
+from genorder.budget import BudgetTracker
+from genorder.checkpoint import save_checkpoint
+from genorder.data import make_loader
+from genorder.errors import UserError
+from genorder.images import save_grid
+from genorder.registry import registry
+from genorder.tokenizer import Tokenizer, TokenizerTrainConfig, TrainableTokenizer
+
+Progress = Callable[[int, "int | None", dict], None]  # (steps done, steps total or None, last metrics)
+
+
+# -- choosing a preset ---------------------------------------------------------------------------
+def default_tokenizer(kind: str, channels: int, image_size: int) -> str:
+    """The registered tokenizer declaring itself the default for (kind, channels, image_size).
+
+    Raises UserError naming the declared shapes of that kind when none fits, so the user can pass
+    `--image-size` (an explicit resize) or `--tokenizer`."""
+    reg = registry("tokenizers")
+    fits, declared = [], []
+    for name in reg.names():
+        for d in getattr(reg.get(name), "default_for", ()):
+            if d.kind != kind:
+                continue
+            declared.append(f"{d.channels}x{d.image_size}px ({name})")
+            if d.channels == channels and d.image_size == image_size:
+                fits.append(name)
+    if not fits:
+        shapes = ", ".join(sorted(declared)) or "none"
+        raise UserError(
+            f"no {kind} tokenizer preset is declared for {channels}x{image_size}px images "
+            f"(declared: {shapes}); pass --image-size to resize the dataset to one of them, "
+            "or --tokenizer PRESET with --set tokenizer.image_size=... / tokenizer.channels=..."
+        )
+    return sorted(fits)[0]
+
+
+# -- metrics ---------------------------------------------------------------------------------------
+def psnr_per_image(x_BChw: torch.Tensor, y_BChw: torch.Tensor) -> torch.Tensor:
+    """(B,) PSNR in dB of images in [-1, 1], computed on the [0, 1] range."""
+    mse = ((x_BChw.float() - y_BChw.float()) / 2).square().flatten(1).mean(1)
+    return 10 * torch.log10(1.0 / mse.clamp_min(1e-10))
+
+
+def spread_over_classes(labels: torch.Tensor, n: int) -> torch.Tensor:
+    """Indices of n items taken round-robin over the classes (first item of each class, then the
+    second, ...), so a grid of n rows shows every class when n >= the number of classes."""
+    by_class = [torch.nonzero(labels == c).flatten().tolist() for c in labels.unique().tolist()]
+    out: list[int] = []
+    depth = 0
+    while len(out) < min(n, len(labels)):
+        for idx in by_class:
+            if depth < len(idx) and len(out) < n:
+                out.append(idx[depth])
+        depth += 1
+    return torch.tensor(out, dtype=torch.long)
+
+
+def _images(dataset, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    get_batch = getattr(dataset, "get_batch", None)
+    if get_batch is not None:
+        return get_batch(idx)
+    items = [dataset[int(i)] for i in idx]
+    return torch.stack([torch.as_tensor(x) for x, _ in items]), torch.tensor([int(y) for _, y in items])
+
+
+def first_images(dataset, n: int) -> torch.Tensor:
+    """The first n images of a dataset as (n, C, H, W) floats in [-1, 1]."""
+    return _images(dataset, torch.arange(min(n, len(dataset))))[0]
+
+
+def colour_check(originals: torch.Tensor, recons: torch.Tensor) -> dict[str, list[float]]:
+    """Per channel: mean of originals and reconstructions (in [-1, 1]) and the Pearson correlation
+    of reconstructed against original pixel values. (N, C, H, W) each."""
+    x = rearrange(originals.double(), "n c h w -> c (n h w)")
+    y = rearrange(recons.double(), "n c h w -> c (n h w)")
+    xc, yc = x - x.mean(1, keepdim=True), y - y.mean(1, keepdim=True)
+    corr = (xc * yc).sum(1) / (xc.square().sum(1).sqrt() * yc.square().sum(1).sqrt()).clamp_min(1e-12)
+    return {"mean_original": x.mean(1).tolist(), "mean_reconstruction": y.mean(1).tolist(),
+            "correlation": corr.tolist()}  # fmt: skip
+
+
+@torch.no_grad()
+def evaluate_tokenizer(
+    tokenizer: Tokenizer, dataset, n: int = 500, n_prefix: int = 100, batch_size: int = 100
+) -> dict[str, Any]:
+    """Held-out reconstruction metrics over the first `n` images (see the module docstring); PSNR
+    from the first k scales over the first `n_prefix` of them (K decodes per image)."""
+    was_training = tokenizer.training
+    tokenizer.eval()
+    device = next(iter(tokenizer.parameters()), torch.empty(0)).device
+    K, V = len(tokenizer.scales), tokenizer.codebook_size
+    psnr_full = 0.0
+    psnr_k = torch.zeros(K, dtype=torch.float64)
+    seen_KV = torch.zeros(K, V, dtype=torch.bool)
+    images = first_images(dataset, n)
+    n_prefix = min(n_prefix, len(images))
+    recons, done = [], 0
+    for x in images.split(batch_size):
+        x = x.to(device)
+        tokens = tokenizer.encode(x)
+        for k in range(K):
+            seen_KV[k, tokens[k].flatten().cpu().unique()] = True
+        rec = tokenizer.decode(tokens)
+        recons.append(rec.float().cpu())
+        psnr_full += float(psnr_per_image(rec, x).double().sum())
+        m = max(0, min(len(x), n_prefix - done))  # rows of this batch that get the per-k curve
+        for k in range(K if m else 0):
+            part = tokenizer.decode([t[:m] for t in tokens[: k + 1]])
+            psnr_k[k] += psnr_per_image(part, x[:m]).double().sum().cpu()
+        done += len(x)
+    tokenizer.train(was_training)
+    count = len(images)
+    used = seen_KV.sum(1).tolist()
+    possible = [min(V, count * p * p) for p in tokenizer.scales]
+    return {
+        "eval_images": count,
+        "psnr": psnr_full / count,
+        "psnr_per_k": (psnr_k / max(n_prefix, 1)).tolist(),
+        "psnr_per_k_images": n_prefix,
+        "codes_used_per_scale": used,
+        "usage_pct": [100.0 * u / V for u in used],
+        "usage_of_possible_pct": [100.0 * u / m for u, m in zip(used, possible)],
+        "colour": colour_check(images, torch.cat(recons)),
+    }
+
+
+@torch.no_grad()
+def reconstruct_grid(
+    tokenizer: Tokenizer,
+    dataset,
+    path: str | Path,
+    n: int = 8,
+    scale: int = 2,
+    class_names: list[str] | None = None,
+) -> Path:
+    """PNG with one row per image, the images spread over the classes (`spread_over_classes`),
+    each row captioned with its class: the original, then the reconstruction from the first k
+    scales for k = 1..K, each column captioned ("orig.", "k=1 / 1x1", ..., the last = all scales)."""
+    labels_all = getattr(dataset, "labels", None)
+    idx = spread_over_classes(labels_all, n) if labels_all is not None else torch.arange(min(n, len(dataset)))
+    x, y = _images(dataset, idx)
+    was_training = tokenizer.training
+    tokenizer.eval()
+    device = next(iter(tokenizer.parameters()), torch.empty(0)).device
+    x = x.to(device)
+    tokens = tokenizer.encode(x)
+    cols = [x] + [tokenizer.decode(tokens[: k + 1]) for k in range(len(tokens))]
+    tokenizer.train(was_training)
+    grid = rearrange(torch.stack([c.float() for c in cols], dim=1), "n k c h w -> (n k) c h w")
+    top = ["orig."] + [f"k={k + 1}\n{p}x{p}" for k, p in enumerate(tokenizer.scales)]
+    scale = max(scale, math.ceil(36 / x.shape[-1]))  # room for the captions under small images
+    names = class_names or getattr(dataset, "class_names", None)
+    left = [str(names[int(c)]) if names else str(int(c)) for c in y]
+    return save_grid(grid.cpu(), path, nrow=len(cols), scale=scale, labels_left=left, labels_top=top)
+
+
+# -- the loop ----------------------------------------------------------------------------------------
+def lr_at(cfg: TokenizerTrainConfig, progress: float) -> float:
+    """Linear warmup from 1% of the peak, then cosine from the peak to `final_lr` x peak."""
+    if cfg.warmup > 0 and progress < cfg.warmup:
+        return cfg.lr * (0.01 + 0.99 * progress / cfg.warmup)
+    t = min(1.0, (progress - cfg.warmup) / max(1e-12, 1 - cfg.warmup))
+    return cfg.lr * (cfg.final_lr + (1 - cfg.final_lr) * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def checkpoint_meta(name: str, tokenizer: Tokenizer) -> dict[str, Any]:
+    """What `genorder.runs.load_tokenizer` needs to rebuild a tokenizer: registry name + config."""
+    return {"component": "tokenizer", "name": name, "config": tokenizer.config.model_dump(mode="json")}
+
+
+def train_tokenizer(
+    tokenizer: TrainableTokenizer,
+    name: str,
+    dataset,
+    config: TokenizerTrainConfig,
+    out_dir: str | Path,
+    progress: Progress | None = None,
+    eval_dataset=None,
+    meta: dict | None = None,
+) -> dict[str, Any]:
+    """Train `tokenizer` (registered as `name`) on `dataset` until `config.budget` is spent; write
+    `out_dir` (see the module docstring) and return the final metrics. `eval_dataset` (default: the
+    training images) gives the held-out metrics; `meta` is merged into the checkpoint's JSON."""
+    from genorder.trainer import resolve_device
+
+    if not isinstance(tokenizer, TrainableTokenizer):
+        raise UserError(f"tokenizer {name!r} ({type(tokenizer).__name__}) does not implement TrainableTokenizer")
+    if dataset.channels != tokenizer.channels or dataset.image_size != tokenizer.image_size:
+        raise UserError(
+            f"tokenizer {name!r} takes {tokenizer.channels}x{tokenizer.image_size}px images, the dataset has "
+            f"{dataset.channels}x{dataset.image_size}px"
+        )
+    cfg = config
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    tok = tokenizer.to(device).train()
+    optimizers = tok.configure_training(cfg)
+    loader = make_loader(dataset, cfg.batch_size, shuffle=True, seed=cfg.seed)
+    tracker = BudgetTracker(cfg.budget)
+    b = cfg.budget
+    total = b.steps if b.steps is not None else (math.ceil(b.images / cfg.batch_size) if b.images else None)
+    ckpt_meta = {**checkpoint_meta(name, tok), "train": cfg.model_dump(mode="json"), **(meta or {})}
+    log_path = out_dir / "log.jsonl"
+    m: dict[str, Any] = {}
+    t_last, img_last = time.perf_counter(), 0
+
+    def save(final: bool) -> None:
+        save_checkpoint(out_dir / "tokenizer", tok.state_dict(),
+                        {**ckpt_meta, "spent": tracker.spent.as_dict(), "final": final})  # fmt: skip
+
+    stopped_by = tracker.exhausted()
+    while stopped_by is None:
+        step = tracker.spent.steps + 1
+        lr = lr_at(cfg, tracker.fraction())
+        for opt in optimizers:
+            for g in opt.param_groups:
+                g["lr"] = lr
+        x, _ = next(loader)
+        x = x.to(device, non_blocking=True)
+        m = {"step": step, **tok.training_step(x, step, tracker.fraction()), "lr": lr}
+        tracker.update(x.shape[0])
+        if step % cfg.log_every == 0 or step == 1:
+            now = time.perf_counter()
+            m["images_per_s"] = (tracker.spent.images - img_last) / max(now - t_last, 1e-9)
+            t_last, img_last = now, tracker.spent.images
+            m["seconds"] = tracker.spent.seconds
+            with log_path.open("a") as f:
+                f.write(json.dumps(m) + "\n")
+        if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
+            save(final=False)
+        if progress:
+            progress(step, total, m)
+        stopped_by = tracker.exhausted()
+        if not math.isfinite(float(m["loss"])):
+            stopped_by = "non-finite loss"
+
+    save(final=True)
+    eval_ds = eval_dataset if eval_dataset is not None else dataset
+    metrics = evaluate_tokenizer(tok, eval_ds, cfg.eval_images, cfg.eval_prefix_images, max(cfg.batch_size, 100))
+    reconstruct_grid(tok, eval_ds, out_dir / "reconstructions.png", n=cfg.grid_images)
+    spent = tracker.spent.as_dict()
+    metrics = {
+        "tokenizer": name,
+        "scales": list(tok.scales),
+        "vocab_size": tok.codebook_size,
+        "channels": tok.channels,
+        "image_size": tok.image_size,
+        "eval_split": "test" if eval_dataset is not None else "train",
+        **metrics,
+        **tok.training_summary(),
+        "final_train_loss": m.get("loss"),
+        "steps": spent["steps"],
+        "images": spent["images"],
+        "seconds": spent["seconds"],
+        "stopped_by": stopped_by,
+        "device": str(device),
+        **{k: v for k, v in (meta or {}).items() if isinstance(v, (str, int, float))},
+    }
+    from genorder.runs import write_json
+
+    write_json(out_dir / "metrics.json", metrics)
+    tok.eval()
+    return metrics
+
+
+def configure_for_dataset(
+    name: str | None, kind: str, channels: int, image_size: int, options: dict[str, Any] | None = None
+) -> tuple[str, dict[str, Any]]:
+    """The dataset chooses or configures the tokenizer: `name` None picks the preset declared for
+    (kind, channels, image_size); then its `channels` / `image_size` options (when its Config has
+    them) default to the dataset's, unless `options` gives them. Raises UserError when the preset
+    cannot take that shape (the data is never converted here)."""
+    from genorder.config import build_config
+
+    if name is None:
+        name = default_tokenizer(kind, channels, image_size)
+    cls = registry("tokenizers").get(name)
+    opts = dict(options or {})
+    fields = cls.Config.model_fields
+    for key, value in (("channels", channels), ("image_size", image_size)):
+        if key in fields and key not in opts:
+            opts[key] = value
+    try:
+        build_config(cls.Config, opts, section="tokenizer")
+    except UserError as err:
+        raise UserError(
+            f"{err}\ntokenizer {name!r} cannot take the dataset's {channels}x{image_size}px images; pass "
+            "--image-size to resize the dataset, or another --tokenizer"
+        ) from None
+    return name, opts
