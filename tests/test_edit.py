@@ -210,6 +210,7 @@ def tiny_runs(tmp_path_factory):
 
 @pytest.fixture()
 def _cli(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)  # the classifier cache (runs/classifiers) lands here, not in the repository
     monkeypatch.setattr(console, "width", 200)
     monkeypatch.setenv("GENORDER_FID_CACHE", str(tmp_path / "fid"))
     with one_thread():
@@ -232,7 +233,8 @@ def test_edit_command_end_to_end(tiny_runs, tmp_path, _cli):
         assert row["kept_token_agreement"] == 1.0 and row["kept_token_agreement_min"] == 1.0
         assert row["generated_tokens"] > 0 and np.isfinite(row["fid"]) and row["fid_n"] == 6
         assert np.isfinite(row["outside_psnr_vs_reconstruction"])
-        assert "class_accuracy" in row  # a figure, or "pending" where the classifier is not installed
+        acc = row["class_accuracy"]  # the class-consistency classifier, trained on the npz set's train split
+        assert acc["n"] == 6 and 0.0 <= acc["lo"] <= acc["acc"] <= acc["hi"] <= 1.0
     w, h = Image.open(out / "edit.png").size
     assert w > 2 * (2 + 3 * 2) * 16 and h > 3 * 16 * 2  # original | mask | 3 orders x 2 seeds, 3 rows, scale 2
 
