@@ -24,7 +24,9 @@ never the order's name):
     each step's queries see every cached key); it decides how generation FLOPs are counted and
     whether the AdaLN modulations are computed once per generation;
   * `reference_baseline`: `genorder bench` lists it first and takes speed ratios against it by
-    default (the VAR paper's raster AR baseline declares it).
+    default (the VAR paper's raster AR baseline declares it);
+  * `can_edit(layout, keep)` / `edit(...)`: zero-shot editing (`genorder edit`); `can_edit` returns
+    None or the reason this order cannot regenerate the tokens outside `keep` (default: cannot).
 
 The backbone (`genorder.GenModel`), the trainer, the sampler and the budget are shared.
 
