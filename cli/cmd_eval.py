@@ -194,7 +194,7 @@ def eval_cmd(
     if run is not None:
         sampler = make_sampler({}, cfg=cfg, cfg_schedule=cfg_schedule, top_k=top_k, top_p=top_p, temperature=temperature)
         r = with_tokenizer(load_run(run, dev), None if tokenizer is None else str(tokenizer), dev)
-        ds_spec = r.meta.get("dataset") or "fashion-mnist"
+        ds_spec = r.meta.get("dataset") or dataset or "fashion-mnist"  # an imported run may not know its set
         if dataset and dataset != ds_spec:
             raise UserError(f"{run} was trained on {ds_spec}; --dataset {dataset} would score it against another set")
         labels = class_balanced_labels(r.model.num_classes, n)

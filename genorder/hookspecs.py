@@ -37,3 +37,8 @@ def register_samplers(register: Register) -> None:
 @hookspec
 def register_datasets(register: Register) -> None:
     """Register `genorder.data.ImageDataset` factories; `name:ARG` datasets receive ARG."""
+
+
+@hookspec
+def register_importers(register: Register) -> None:
+    """Register `genorder.importers.Importer` subclasses (foreign checkpoints -> a run directory)."""

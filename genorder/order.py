@@ -24,7 +24,9 @@ never the order's name):
     each step's queries see every cached key); it decides how generation FLOPs are counted and
     whether the AdaLN modulations are computed once per generation;
   * `reference_baseline`: `genorder bench` lists it first and takes speed ratios against it by
-    default (the VAR paper's raster AR baseline declares it).
+    default (the VAR paper's raster AR baseline declares it);
+  * `can_edit(layout, keep)` / `edit(...)`: zero-shot editing (`genorder edit`); `can_edit` returns
+    None or the reason this order cannot regenerate the tokens outside `keep` (default: cannot).
 
 The backbone (`genorder.GenModel`), the trainer, the sampler and the budget are shared.
 
@@ -142,6 +144,31 @@ class Order(ABC):
         progress: Progress | None = None,
     ) -> list[torch.Tensor]:
         """Sample token maps [(B, p_k^2)] for class `labels` (B,) (the null class = unconditional)."""
+
+    # -- capability: editing (zero-shot in-/out-painting, class-conditional editing) -------------
+    def can_edit(self, layout: TokenLayout, keep: list[torch.Tensor]) -> str | None:
+        """None when `edit` can regenerate the tokens outside `keep`; otherwise the reason it cannot.
+
+        `keep`: one (p_k^2,) bool map per scale of `layout` (True = the image's own token is kept),
+        the same for every image of the batch (`genorder.editing.keep_maps` derives it from a mask).
+        An order that does not override this cannot edit."""
+        return f"{type(self).__name__} does not declare editing (Order.can_edit / Order.edit)"
+
+    def edit(
+        self,
+        model: GenModel,
+        tokenizer: Tokenizer,
+        tokens: list[torch.Tensor],
+        keep: list[torch.Tensor],
+        labels: torch.Tensor,
+        sampler: Sampler,
+        generator: torch.Generator | None,
+        progress: Progress | None = None,
+    ) -> list[torch.Tensor]:
+        """Token maps [(B, p_k^2)] equal to `tokens` (the images' own, from `tokenizer.encode`)
+        wherever `keep` is True and generated for class `labels` elsewhere. Only called when
+        `can_edit` returned None."""
+        raise NotImplementedError(f"{type(self).__name__} cannot edit")
 
     def check_tokenizer(self, tokenizer: Tokenizer) -> None:
         """Raise `UserError` when the tokenizer cannot serve this order."""

@@ -1,4 +1,4 @@
-"""Plugin manager and the four registries (tokenizers, orders, samplers, datasets).
+"""Plugin manager and the registries (tokenizers, orders, samplers, datasets, importers).
 
     >>> from genorder.registry import registry
     >>> registry("orders").names()
@@ -20,7 +20,7 @@ from genorder import hookspecs
 from genorder.config import build_config
 from genorder.errors import UserError
 
-KINDS = ("tokenizers", "orders", "samplers", "datasets")
+KINDS = ("tokenizers", "orders", "samplers", "datasets", "importers")
 
 
 @dataclass

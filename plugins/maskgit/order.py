@@ -6,6 +6,7 @@ Sampling (`Config.steps` = T): everything starts masked; each step is one full b
 forward (no KV cache), tokens are sampled for every position, and the `tokens_per_step[t]` most
 confident new ones are fixed (confidence = log p + annealed Gumbel noise; fixed tokens have +inf and
 are never re-masked), or, with `unmask_order = "halton"`, the next positions of a 2-D Halton order.
+Editing: the kept tokens start fixed (confidence +inf) and the rest is decoded by the same loop.
 """
 
 from __future__ import annotations
@@ -90,18 +91,40 @@ class MaskGIT(Order):
     def generate(
         self, model, tokenizer, labels, sampler, generator, progress: Progress | None = None
     ):
+        return self._decode(model, tokenizer, labels, sampler, generator, progress)
+
+    # -- editing: fix the known tokens, decode the rest ------------------------------------------
+    def can_edit(self, layout: TokenLayout, keep) -> str | None:
+        return None  # any kept region: known tokens start fixed, as MaskGIT's own editing
+
+    @inference
+    def edit(self, model, tokenizer, tokens, keep, labels, sampler, generator, progress: Progress | None = None):
+        """The kept tokens start fixed (never re-masked); the unknown ones are decoded with the
+        same schedule as generation, over min(T, unknown) steps."""
+        return self._decode(model, tokenizer, labels, sampler, generator, progress, tokens[0], keep[0])
+
+    def _decode(self, model, tokenizer, labels, sampler, generator, progress, known_BL=None, keep_L=None):
         layout = self.layout(tokenizer)
-        L, T, B = layout.length, self.config.steps, labels.shape[0]
+        L, B = layout.length, labels.shape[0]
         V = tokenizer.codebook_size
         dev = labels.device
-        lab = cfg_labels(labels, model.null_class, sampler)  # (B or 2B,)
-        counts = tokens_per_step(L, T)
-        halton_L = None  # (L,) positions in unmasking order, for unmask_order = "halton"
-        if self.config.unmask_order == "halton":
-            halton_L = halton_order(layout.scales[0], layout.scales[0]).to(dev)
         ids_BL = torch.full((B, L), V, dtype=torch.long, device=dev)  # V = [MASK]
         fixed_BL = torch.zeros(B, L, dtype=torch.bool, device=dev)
-        done = 0  # tokens fixed so far (the same for every sample)
+        if known_BL is not None:
+            fixed_BL = keep_L.to(dev)[None, :].expand(B, L).clone()
+            ids_BL = torch.where(fixed_BL, known_BL.to(dev), ids_BL)
+        done = int(fixed_BL[0].sum())  # tokens fixed so far (the same for every sample)
+        unknown = L - done
+        T = min(self.config.steps, unknown)
+        if T == 0:
+            return [ids_BL]
+        lab = cfg_labels(labels, model.null_class, sampler)  # (B or 2B,)
+        counts = tokens_per_step(unknown, T)
+        halton_L = None  # (unknown,) free positions in unmasking order, for unmask_order = "halton"
+        if self.config.unmask_order == "halton":
+            halton_L = halton_order(layout.scales[0], layout.scales[0]).to(dev)
+            halton_L = halton_L[~fixed_BL[0, halton_L]]
+        first = done
         for t in range(T):
             logits = model(double(ids_BL, sampler), lab, start=0)[:, 1:]  # (B2, L, V)
             sampled_BL, guided_BLV = sample_step(sampler, logits, B, t, T, generator)
@@ -116,7 +139,7 @@ class MaskGIT(Order):
                 new_fixed_BL = torch.zeros_like(fixed_BL).scatter_(1, keep_Bk, True)
             else:
                 new_fixed_BL = fixed_BL.clone()
-                new_fixed_BL[:, halton_L[done : done + counts[t]]] = True
+                new_fixed_BL[:, halton_L[done - first : done - first + counts[t]]] = True
             ids_BL = torch.where(new_fixed_BL, sampled_BL, torch.full_like(ids_BL, V))
             fixed_BL = new_fixed_BL
             done += counts[t]

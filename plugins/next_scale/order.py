@@ -6,6 +6,8 @@ attention is block-causal by scale (§2.3).
 Sampling (§4.1): K forwards with a KV cache, each feeding one scale's positions; the batch is doubled
 for CFG at every scale; the chosen codes update f_hat through the tokenizer, whose downsampled
 f_hat is the next input.
+Editing (VAR_SPEC §4.6, the zero-shot notebook): the same loop, with the image's own tokens put in
+place of the sampled ones wherever the mask keeps the image, before f_hat is updated.
 """
 
 from __future__ import annotations
@@ -61,6 +63,19 @@ class NextScale(Order):
 
     @inference
     def generate(self, model, tokenizer, labels, sampler, generator, progress: Progress | None = None):
+        return self._scales_loop(model, tokenizer, labels, sampler, generator, progress)
+
+    # -- editing: VAR's zero-shot in-/out-painting and class-conditional editing (§4.6) ---------
+    def can_edit(self, layout: TokenLayout, keep) -> str | None:
+        return None  # any kept region: kept tokens simply replace sampled ones, scale by scale
+
+    @inference
+    def edit(self, model, tokenizer, tokens, keep, labels, sampler, generator, progress: Progress | None = None):
+        """At every scale, the image's own tokens replace the sampled ones where `keep` is True,
+        before f_hat is updated, so the next scale's input already holds the kept content."""
+        return self._scales_loop(model, tokenizer, labels, sampler, generator, progress, tokens, keep)
+
+    def _scales_loop(self, model, tokenizer, labels, sampler, generator, progress, known=None, keep=None):
         layout = self.layout(tokenizer)
         K, B = layout.num_levels, labels.shape[0]
         lab = cfg_labels(labels, model.null_class, sampler)
@@ -75,9 +90,13 @@ class NextScale(Order):
             else:
                 logits = model(prefix, lab, start=0)[:, begin:end]
             idx, guided = sample_step(sampler, logits, B, k, K, generator)  # (B, p_k^2)
-            out.append(idx)
             soft = sampler.soft_codes_weights(guided, k, K, generator)
             codes = soft @ tokenizer.codebook if soft is not None else tokenizer.code_vectors(idx)
+            if known is not None:
+                keep_1l = keep[k].to(dev)[None, :]  # (1, p_k^2)
+                idx = torch.where(keep_1l, known[k].to(dev), idx)
+                codes = torch.where(keep_1l[..., None], tokenizer.code_vectors(known[k].to(dev)), codes)
+            out.append(idx)
             f_hat, nxt = tokenizer.latent_step(k, f_hat, codes)
             if nxt is not None:
                 x_in = double(nxt, sampler)

@@ -8,6 +8,9 @@ forwards through a preallocated static cache; without it, every step recomputes 
 (the O(n^2)-forwards baseline). Both paths draw from the generator in the same order, so they give
 the same tokens for the same seed.
 
+Editing: only when the kept tokens are a raster-order prefix (out-painting the bottom rows): the
+prefix is teacher-forced, the rest sampled. Any other kept region is refused with the reason.
+
 Default layout: a single-scale tokenizer, (16,) -> L = 256. With `multiscale = True` the order runs
 over every scale of a multi-scale tokenizer (e.g. 680 tokens), the order-vs-tokenizer control.
 """
@@ -81,16 +84,47 @@ class Raster(Order):
     def generate(
         self, model, tokenizer, labels, sampler, generator, progress: Progress | None = None
     ):
+        return self._tokens_loop(model, tokenizer, labels, sampler, generator, progress)
+
+    # -- editing: only out-painting after a raster-order prefix -----------------------------------
+    def can_edit(self, layout: TokenLayout, keep) -> str | None:
+        """None when the kept tokens are a prefix in raster order; otherwise the reason."""
+        keep_L = layout.join([k[None] for k in keep])[0]  # (L,) in generation order
+        n = int(keep_L.sum())
+        if bool(keep_L[:n].all()):
+            return None
+        first_free = int((~keep_L).nonzero()[0])
+        later_kept = int(keep_L[first_free:].nonzero()[0]) + first_free
+        return (
+            "raster generates tokens strictly in raster order, each seeing only the tokens before it, "
+            "so it can only complete a kept prefix (out-painting the bottom rows); here token "
+            f"{_where(layout, first_free)} must be generated before the kept token {_where(layout, later_kept)}"
+        )
+
+    @inference
+    def edit(self, model, tokenizer, tokens, keep, labels, sampler, generator, progress: Progress | None = None):
+        """Teacher-force the kept prefix (one prefill through the KV cache), then sample the rest."""
+        layout = self.layout(tokenizer)
+        prefix_BL = layout.join([t.to(labels.device) for t in tokens])[:, : int(sum(int(k.sum()) for k in keep))]
+        return self._tokens_loop(model, tokenizer, labels, sampler, generator, progress, prefix_BL)
+
+    def _tokens_loop(self, model, tokenizer, labels, sampler, generator, progress, prefix_BL=None):
         layout = self.layout(tokenizer)
         L, B = layout.length, labels.shape[0]
         lab = cfg_labels(labels, model.null_class, sampler)  # (B or 2B,)
         dev = labels.device
         out_BL = torch.zeros(B, L, dtype=torch.long, device=dev)
+        n0 = 0 if prefix_BL is None else prefix_BL.shape[1]  # tokens given, not generated
+        if n0:
+            out_BL[:, :n0] = prefix_BL
+        if n0 == L:
+            return layout.split(out_BL)
         cache = model.new_cache(lab.shape[0], max_len=L) if self.config.kv_cache else None
-        x_in = torch.zeros(lab.shape[0], 0, dtype=torch.long, device=dev)  # start token only
-        for i in range(L):
+        x_in = double(out_BL[:, :n0], sampler)  # start token (+ the kept prefix)
+        for i in range(n0, L):
             if cache is not None:
-                logits = model(x_in, lab, start=i, cache=cache)  # (B2, 1, V)
+                start = 0 if i == n0 else i
+                logits = model(x_in, lab, start=start, cache=cache)[:, -1:]  # (B2, 1, V)
             else:
                 prefix = double(out_BL[:, :i], sampler)  # (B2, i): tokens 0..i-1
                 logits = model(prefix, lab, start=0)[:, -1:]  # (B2, 1, V)
@@ -98,5 +132,14 @@ class Raster(Order):
             out_BL[:, i : i + 1] = idx_B1
             x_in = double(idx_B1, sampler)
             if progress:
-                progress(i + 1, L)
+                progress(i + 1 - n0, L - n0)
         return layout.split(out_BL)
+
+
+def _where(layout: TokenLayout, i: int) -> str:
+    """Flat position -> 'row r, column c' (with the scale when there are several)."""
+    k = int(layout.levels()[i])
+    j = i - layout.bounds[k][0]
+    p = layout.scales[k]
+    scale = f" of scale {k} ({p}x{p})" if layout.num_levels > 1 else ""
+    return f"(row {j // p}, column {j % p}){scale}"
