@@ -43,9 +43,13 @@ def train_run(
     resume: bool = False,
     samples_per_class: int = 8,
     quiet: bool = False,
+    on_step=None,
+    image_size: int | None = None,
 ) -> dict:
     """Build everything from options, train under the budget, write the run directory. Used by
-    `train`, and by `compare`/`ablate` for every row, so all rows go through the same code."""
+    `train`, and by `compare`/`ablate` for every row, so all rows go through the same code.
+    `on_step(trainer, metrics)`, when given, runs after every optimizer step (compare evaluates
+    checkpoints along training with it)."""
     sections = sections or {}
     registry("orders").get(order_name)
     device = resolve_device((train_opts or {}).get("device") or sections.get("train", {}).get("device", "auto"))
@@ -67,7 +71,7 @@ def train_run(
         raise UserError(f"--resume: {out} has no checkpoint to resume from")
     if not resume and (out / "model.json").exists():
         raise UserError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
-    ds = load_dataset(dataset_spec, "train")
+    ds = load_dataset(dataset_spec, "train", image_size=image_size)
     tokenizer, tok_stem = resolve_tokenizer(
         tokenizer_spec, order, dataset_spec, ds, device, tokenizer_steps, tokenizer_minutes, may_train=w.size == 1
     )
@@ -94,7 +98,12 @@ def train_run(
     if not w.main:  # other torchrun processes: train, then leave the grid and summary to rank 0
         return trainer.fit()
     with progress_bar(f"train {order_name}", total=1000) as update:
-        summary = trainer.fit(progress=lambda f, m: update(int(f * 1000), info=f"loss {m['loss']:.3f} acc {m['acc']:.3f}"))
+        def step_done(f: float, m: dict) -> None:
+            update(int(f * 1000), info=f"loss {m['loss']:.3f} acc {m['acc']:.3f}")
+            if on_step is not None:
+                on_step(trainer, m)
+
+        summary = trainer.fit(progress=step_done)
     # the sample grid every run ends with: one row per class
     from genorder.runs import Run
 
