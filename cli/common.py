@@ -145,7 +145,7 @@ def resolve_tokenizer(
     cap = "" if minutes is None else f" or {minutes:g} minutes, whichever comes first (load-dependent)"
     if not quiet:
         console.print(
-            f"no cached tokenizer: training [bold]{name}[/bold] on {dataset_spec} first ({steps} steps{cap}) -> {folder}"
+            f"no tokenizer given: training [bold]{name}[/bold] on {dataset_spec} first ({steps} steps{cap}) -> {folder}"
         )
     from genorder_cli.cmd_tokenizer import train_tokenizer_run
 
