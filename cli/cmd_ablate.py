@@ -317,9 +317,10 @@ def _eval_row(row: Row, p: Preset, seed: int, sdir: Path, ds_spec: str, edev: to
         return
     with np.load(rdir / "samples.npz", allow_pickle=False) as z:
         images = torch.from_numpy(z["images"])
+        labels = torch.from_numpy(z["labels"].astype(np.int64)) if "labels" in z.files else None
     m = score_images(images, ds_spec, extractor=p.extractor, device=edev, bootstrap=p.bootstrap, seed=seed,
                      ref_n=p.ref_n, kid_subsets=p.kid_subsets, cache_dir=cache_dir,
-                     title=f"row {row.id} seed {seed}: features")  # fmt: skip
+                     title=f"row {row.id} seed {seed}: features", labels=labels)  # fmt: skip
     m["reference"]["requested_n"] = p.ref_n
     rec = record("samples", m, run=info.get("model_dir"), row=row.id, order=row.order, dataset=ds_spec, n=p.n_eval,
                  seed=seed, sampler=sopts, device=str(edev), scoring_seconds=m["seconds"])  # fmt: skip

@@ -248,3 +248,39 @@ def test_eval_cli_scores_a_samples_file(tmp_path, monkeypatch):
     rec = json.loads((tmp_path / "s.eval.json").read_text())
     assert abs(rec["metrics"]["fid"]) < 1e-6 and rec["metrics"]["isc"] is None
     assert rec["n_fake"] == 24 and rec["feature_extractor"] == M.TINY and "date" in rec
+
+
+def test_eval_cli_reports_class_accuracy_and_the_floor(tmp_path, monkeypatch):
+    import json
+
+    from typer.testing import CliRunner
+
+    from genorder.data import render_shapes
+    from genorder_cli.main import app
+
+    monkeypatch.setenv("GENORDER_FID_CACHE", str(tmp_path / "cache"))
+    train, ytrain = render_shapes(128, 16, seed=1)
+    test, ytest = render_shapes(48, 16, seed=2)
+    np.savez(tmp_path / "d.npz", images=train.numpy(), labels=ytrain.numpy(), test_images=test.numpy(),
+             test_labels=ytest.numpy())  # fmt: skip
+    # "samples": real test images, half of them labelled with another class than the one they show
+    wrong = ytest.clone()
+    wrong[:24] = (wrong[:24] + 1) % 4
+    np.savez(tmp_path / "s.npz", images=test.numpy(), labels=wrong.numpy())
+    r = CliRunner().invoke(app, ["eval", "--samples", str(tmp_path / "s.npz"), "--dataset", f"npz:{tmp_path / 'd.npz'}",
+                                 "--extractor", M.TINY, "--kid-subsets", "3", "--classifier-cache", str(tmp_path / "clf")],
+                           terminal_width=200)  # fmt: skip
+    assert r.exit_code == 0, r.output
+    rec = json.loads((tmp_path / "s.eval.json").read_text())
+    c = rec["metrics"]["class_acc"]
+    assert c["n"] == 48 and c["lo"] <= c["acc"] <= c["hi"]
+    # the score is the cached classifier's agreement with the requested labels, not with the true ones
+    from genorder.classifier import load_or_train_classifier
+
+    clf, info = load_or_train_classifier(f"npz:{tmp_path / 'd.npz'}", cache_root=tmp_path / "clf")
+    assert info["reused"] and c["classifier"] == info["path"]
+    pred = clf.predict(test)
+    assert c["acc"] == pytest.approx(float((pred == wrong).double().mean()))
+    assert c["classifier_test_accuracy"] == pytest.approx(float((pred == ytest).double().mean()))
+    assert rec["metrics"]["fid_floor"] > 0  # 48 train images against the 48 test images
+    assert "class accuracy" in r.output and "FID floor" in r.output
