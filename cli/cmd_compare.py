@@ -37,6 +37,7 @@ from genorder.registry import registry
 from genorder.runs import write_json
 from genorder.trainer import resolve_device
 from genorder_cli.app import app, console, guarded, parse_csv
+from genorder_cli.cmd_eval import classifier_cache_dir
 from genorder_cli.cmd_train import train_run
 from genorder_cli.common import layered, make_sampler, resolve_tokenizer
 
@@ -143,7 +144,7 @@ def compare(
     device: Annotated[str, Opt(help="auto, cpu, cuda")] = "auto",
     set_: Annotated[Optional[list[str]], Opt("--set", help="override: section.key=value for [order] [backbone] [train] [sampler] [tokenizer] (repeatable)")] = None,
     fid_cache: Annotated[Optional[Path], Opt(help="FID reference cache (default $GENORDER_FID_CACHE or ~/.cache/genorder/fid)")] = None,
-    classifier_cache: Annotated[Path, Opt(help="class-consistency classifier cache")] = Path("runs/classifiers"),
+    classifier_cache: Annotated[Optional[Path], Opt(help="class-consistency classifier cache (default: FID_CACHE/classifiers)")] = None,
 ) -> None:
     """Train ORDERS under one deterministic budget at one depth, score them along training, and write
     comparison.json, comparison_curves.png and comparison.png."""
@@ -199,7 +200,7 @@ def compare(
 
     # 1. the class-consistency classifier and the FID floor
     with console.status("class-consistency classifier (trained once per dataset content, then cached)"):
-        classifier, clf_info = load_or_train_classifier(dataset, device=dev, cache_root=classifier_cache)
+        classifier, clf_info = load_or_train_classifier(dataset, device=dev, cache_root=classifier_cache or classifier_cache_dir(fid_cache))
     console.print(f"classifier {clf_info['path']} ({'cached' if clf_info['reused'] else 'trained'}): "
                   f"{100 * clf_info['test_accuracy']:.1f}% on the test split")  # fmt: skip
     real_MD = ext = None

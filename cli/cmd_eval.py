@@ -82,17 +82,25 @@ def score_images(
             out["fid_floor"] = metrics.fid_floor(dataset, len(images), ref_n=ref_n, extractor=extractor, device=device,
                                                  cache_dir=cache_dir, batch_size=batch_size)["fid_floor"]  # fmt: skip
     if labels is not None:
-        out["class_acc"] = class_consistency(images, labels, dataset, device, classifier_cache, seed)
+        out["class_acc"] = class_consistency(images, labels, dataset, device, classifier_cache or classifier_cache_dir(cache_dir), seed)
     return out
 
 
-def class_consistency(images: torch.Tensor, labels: torch.Tensor, dataset: str, device, cache: Path | None,
+def classifier_cache_dir(fid_cache: Path | None) -> Path:
+    """Where the CLI keeps class-consistency classifiers: next to the FID reference statistics
+    (CACHE/classifiers), as both are evaluation caches shared by every run."""
+    from genorder import metrics
+
+    return Path(fid_cache or metrics.default_cache_dir()) / "classifiers"
+
+
+def class_consistency(images: torch.Tensor, labels: torch.Tensor, dataset: str, device, cache: Path,
                       seed: int = 0) -> dict[str, Any]:
     """The class-consistency classifier's accuracy on `images` against the requested `labels`."""
     from genorder.classifier import class_accuracy, load_or_train_classifier
 
     with console.status(f"class-consistency classifier for {dataset} (trained once, then cached)"):
-        clf, info = load_or_train_classifier(dataset, device=device, cache_root=cache or Path("runs/classifiers"))
+        clf, info = load_or_train_classifier(dataset, device=device, cache_root=cache)
     return {**class_accuracy(clf, images, labels, seed=seed), "classifier": info["path"],
             "classifier_test_accuracy": info["test_accuracy"]}
 
@@ -187,7 +195,7 @@ def eval_cmd(
     cache_dir: Annotated[Optional[Path], Opt(help="reference feature cache (default $GENORDER_FID_CACHE or ~/.cache/genorder/fid)")] = None,
     class_acc: Annotated[bool, Opt("--class-acc/--no-class-acc", help="class-consistency accuracy (trains a small classifier once per dataset)")] = True,
     floor: Annotated[bool, Opt("--floor/--no-floor", help="the real-against-real FID at the same n (train images vs the reference)")] = True,
-    classifier_cache: Annotated[Path, Opt(help="class-consistency classifier cache")] = Path("runs/classifiers"),
+    classifier_cache: Annotated[Optional[Path], Opt(help="class-consistency classifier cache (default: CACHE_DIR/classifiers)")] = None,
 ) -> None:
     """Score samples (FID, KID, precision/recall; IS is n/a offline) or a tokenizer's reconstructions."""
     given = [x for x in (run, tokenizer, samples) if x is not None]
