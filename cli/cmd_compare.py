@@ -46,7 +46,7 @@ Opt = typer.Option
 # The CPU regime (issue 9, docs/RESULTS.md): 8x8 tokens from f=4 tokenizers, small backbones, step
 # budgets that a 2-core machine finishes in minutes. Peak learning rates per order come from
 # `genorder compare --tune-lr` (docs/RESULTS.md, "LR sweep").
-CPU = {"depth": 2, "steps": 300, "batch_size": 64, "tokenizer_steps": 300, "tokenizer_batch": 32,
+CPU = {"depth": 2, "steps": 150, "batch_size": 64, "tokenizer_steps": 300, "tokenizer_batch": 32,
        "tokenizer_lr": 2e-3, "seeds": "0,1", "points": 4, "n_eval": 100, "ref_n": 500, "heldout_n": 500,
        "tokenizers": {"multi-scale": "msvq-fmnist-cpu", "single-scale": "vq-fmnist-cpu"}}  # fmt: skip
 CPU_LR = {"next-scale": 2e-3, "raster": 2e-3, "maskgit": 2e-3}
@@ -76,8 +76,9 @@ def _band(values: list[float | None]) -> tuple[float | None, float | None, float
 class _Probe:
     """Calls the checkpoint probe at fractions k/points of the budget during training."""
 
-    def __init__(self, probe, order, tokenizer, points: int, label: str) -> None:
+    def __init__(self, probe, order, tokenizer, points: int, label: str, early_probe=None) -> None:
         self.probe, self.order, self.tokenizer, self.label = probe, order, tokenizer, label
+        self.early_probe = early_probe or probe  # the probe of every point but the last
         self.targets = [k / points for k in range(1, points + 1)]
         self.points: list[dict] = []
         self.timings: list[dict] = []
@@ -92,7 +93,8 @@ class _Probe:
         s = trainer.tracker.spent
         train_seconds = s.seconds - self.eval_seconds  # the tracker's clock also ran while earlier points were scored
         t0 = time.perf_counter()
-        point, secs = self.probe(self.order, self.tokenizer, trainer.model)
+        probe = self.probe if not self.targets else self.early_probe  # targets is empty at the last point
+        point, secs = probe(self.order, self.tokenizer, trainer.model)
         self.eval_seconds += time.perf_counter() - t0
         self.points.append({"step": s.steps, "images": s.images, "train_flops": s.flops, **point})
         self.timings.append({"step": s.steps, "train_seconds": train_seconds, "sample_seconds": secs["sample"],
@@ -117,7 +119,7 @@ def compare(
     orders: Annotated[str, Opt(help="comma-separated orders to train and compare")] = "next-scale,raster,maskgit",
     depth: Annotated[Optional[int], Opt(help="one depth for every order (default 2 on a CPU, 16 on a GPU)")] = None,
     dataset: Annotated[str, Opt(help="fashion-mnist, shapes, imagefolder:PATH, npz:PATH")] = "fashion-mnist",
-    steps: Annotated[Optional[int], Opt(help="budget: optimizer steps per order and seed (default 300 CPU / 5000 GPU)")] = None,
+    steps: Annotated[Optional[int], Opt(help="budget: optimizer steps per order and seed (default 150 CPU / 5000 GPU)")] = None,
     images: Annotated[Optional[int], Opt(help="budget: images seen per order and seed")] = None,
     flops: Annotated[Optional[float], Opt(help="budget: training FLOPs per order and seed")] = None,
     minutes: Annotated[Optional[float], Opt(help="budget: wall-clock minutes per order and seed (load-dependent: flagged in every table)")] = None,
@@ -136,6 +138,7 @@ def compare(
     ref_n: Annotated[Optional[int], Opt(help="test images of the FID reference (default 500 CPU / 10000 GPU)")] = None,
     extractor: Annotated[str, Opt(help="FID features: genorder-inception-fid, or genorder-tiny-random (smoke tests)")] = "genorder-inception-fid",
     no_fid: Annotated[bool, Opt("--no-fid", help="score class accuracy and held-out loss only")] = False,
+    fid_points: Annotated[str, Opt(help="FID at every evaluation point (all) or at the last one only (last: Inception features cost minutes per point on a busy CPU)")] = "all",
     cfg: Annotated[float, Opt(help="CFG strength of every order's samples (0 = off)")] = 1.5,
     top_k: Annotated[int, Opt(help="top-k of every order's samples (0 = off)")] = 0,
     per_class: Annotated[int, Opt(help="samples per class in the grids")] = 6,
@@ -176,6 +179,8 @@ def compare(
     n_points = points or D["points"]
     n = n_eval or D["n_eval"]
     ref = ref_n or D["ref_n"]
+    if fid_points not in ("all", "last"):
+        raise UserError(f"--fid-points must be all or last, got {fid_points!r}")
     if not seed_list or n_points < 1 or n < 2 or ref < 2 or not 0 < tune_fraction <= 1:
         raise UserError("need at least one seed, --points >= 1, --n >= 2, --ref-n >= 2 and 0 < --tune-fraction <= 1")
     tok_steps = tokenizer_steps or D["tokenizer_steps"]
@@ -215,6 +220,7 @@ def compare(
             _, real_MD = metrics.reference_features(dataset, "test", ref, extractor, dev, fid_cache, module=ext)
         console.print(f"FID floor (real train vs real test) at n = {n}: {floor['fid_floor']:.2f} (reference: {floor['ref_n']} test images)")
     probe = CheckpointProbe(classifier, real_MD, ext, report_x, report_y, sampler, n=n, seed=0)
+    probe_no_fid = CheckpointProbe(classifier, None, None, report_x, report_y, sampler, n=n, seed=0)
 
     # 2. tokenizers, content-keyed
     tok_specs = parse_csv(tokenizer)
@@ -237,7 +243,7 @@ def compare(
 
     base_key = {"dataset": dataset_fingerprint(train_ds), "depth": depth, "batch_size": batch_size, "sections": sections,
                 "sampler": sampler_opts, "n": n, "points": n_points, "threads": torch.get_num_threads(),
-                "extractor": None if no_fid else extractor, "ref_n": ref, "classifier": clf_info["dataset_hash"],
+                "extractor": None if no_fid else extractor, "fid_points": fid_points, "ref_n": ref, "classifier": clf_info["dataset_hash"],
                 "image_size": image_size}  # fmt: skip
 
     def run_one(nm: str, seed: int, lr_: float, bud: dict, run_dir: Path, with_probe: bool) -> tuple[dict, dict]:
@@ -254,7 +260,10 @@ def compare(
         if run_dir.exists():
             console.print(f"{nm} seed {seed}: {run_dir} holds another or an unfinished run; retraining it")
             shutil.rmtree(run_dir)
-        hook = _Probe(probe, order_objs[nm], t["object"], n_points, f"{nm} seed {seed}") if with_probe else None
+        hook = None
+        if with_probe:
+            hook = _Probe(probe, order_objs[nm], t["object"], n_points, f"{nm} seed {seed}",
+                          probe_no_fid if fid_points == "last" else None)  # fmt: skip
         summary = train_run(
             nm, run_dir, dataset_spec=dataset, tokenizer_spec=t["stem"], depth=depth, budget=bud, sections=sections,
             train_opts={"batch_size": batch_size, "lr": lr_, "seed": seed, "device": str(dev)},
@@ -330,6 +339,7 @@ def compare(
         "batch_size": batch_size, "lr": lr_by_order, "seeds": seed_list, "points": n_points, "device": dev.type,
         "threads": torch.get_num_threads(), "sampler": sampler_opts, "sections": sections, "image_size": image_size,
         "evaluation": {"n": n, "class_balanced": True, "ref_n": ref, "extractor": None if no_fid else extractor,
+                       "fid_points": None if no_fid else fid_points,
                        "heldout_images": held, "heldout_split": "test[:heldout_images]"},
         "classifier": {"path": clf_info["path"], "test_accuracy": clf_info["test_accuracy"],
                        "dataset_hash": clf_info["dataset_hash"]},
@@ -421,7 +431,8 @@ def _curves_png(names, results, timings, floor, path: Path, depth: int, dataset:
                 else:
                     x = runs[0]["points"][i][xkey] / 1e12
                 m, lo, hi = _band([metric(r["points"][i]) for r in runs])
-                pts.append((x, m, lo, hi))
+                if m is not None:
+                    pts.append((x, m, lo, hi))
             series[nm] = pts
         return series
 
@@ -430,8 +441,8 @@ def _curves_png(names, results, timings, floor, path: Path, depth: int, dataset:
         {"title": "class accuracy vs training compute", "xlabel": "training TFLOP", "ylabel": "class acc %", "series": bands(acc, "train_flops", False)},
         {"title": "class accuracy vs wall-clock (load-dependent)", "xlabel": "training seconds", "ylabel": "class acc %", "series": bands(acc, "", True)},
     ]  # fmt: skip
-    if "fid" in results[names[0]][0]["points"][0]:
-        fid = lambda p: p["fid"]  # noqa: E731
+    if "fid" in results[names[0]][0]["points"][-1]:
+        fid = lambda p: p.get("fid")  # noqa: E731
         hline = (floor["fid_floor"], f"real vs real at n={n}") if floor else None
         panels += [
             {"title": "FID vs training compute", "xlabel": "training TFLOP", "ylabel": "FID", "series": bands(fid, "train_flops", False), "hline": hline},

@@ -136,3 +136,14 @@ def test_cached_tokenizer_is_rebuilt_when_the_dataset_content_changes(tmp_path):
     blob.write_bytes(blob.read_bytes()[:-4] + b"\0\0\0\0")
     assert resolve() == first
     assert first.with_suffix(".safetensors").stat().st_mtime_ns != mtime
+
+
+def test_fid_at_the_last_point_only(tmp_path):
+    data = shapes_npz(tmp_path / "shapes.npz")
+    r = invoke(*tiny(data, "f", "--orders", "raster", "--seeds", "0", "--fid-points", "last"))
+    assert r.exit_code == 0, r.output
+    doc = json.loads((tmp_path / "f" / "comparison.json").read_text())
+    pts = doc["runs"]["raster"][0]["points"]
+    assert ["fid" in p for p in pts] == [False, True] and all("class_acc" in p for p in pts)
+    assert doc["rows"][0]["fid"] == pts[-1]["fid"] and doc["evaluation"]["fid_points"] == "last"
+    assert invoke(*tiny(data, "g", "--fid-points", "some")).exit_code == 2
