@@ -6,7 +6,7 @@
 # into data/fashion-mnist and GENORDER_FASHION_MNIST_DIR pointing there):
 #   bash scripts/gpu_results.sh tokenizers   # msvq-fmnist + vq-fmnist, PSNR/usage targets   (~8 min)
 #   bash scripts/gpu_results.sh speed        # d16 train MFU at batch 64, d16 256 px sampling   (~6 min)
-#   bash scripts/gpu_results.sh compare      # raster / maskgit / next-scale, d8, one budget     (~9 min)
+#   bash scripts/gpu_results.sh compare      # raster / maskgit / next-scale, d8, 1500 steps x 2 seeds (duration not measured yet)
 #   bash scripts/gpu_results.sh bench        # genorder bench at 256 px, d16, batch 1/16/64      (~8 min)
 #   bash scripts/gpu_results.sh ablate       # the ablation rows, no FID on the device (2 calls per seed)
 # Results land in $OUT (device tool) or ./gpu-results.
@@ -31,9 +31,11 @@ speed)
   genorder bench --orders next-scale --depth 16 --batch-sizes 1,64 --resolution 256 --json "$OUT/sample-d16.json" --plot "$OUT/sample-d16.png" 2>&1 | tee "$OUT/sample-d16.log" ;;
 compare)
   tar xzf "${TOKENIZERS_TGZ:-gpu-in/tokenizers.tgz}"
-  genorder compare --depth 8 --minutes 2.5 --batch-size 128 --cfg 1.5 --out runs/compare 2>&1 | tee "$OUT/compare.log"
-  cp runs/compare/comparison.png runs/compare/comparison.json "$OUT/"
-  for o in next-scale raster maskgit; do cp "runs/compare/$o/log.jsonl" "$OUT/compare-$o-log.jsonl"; done ;;
+  genorder compare --depth 8 --steps 1500 --batch-size 128 --seeds 0,1 --points 4 --n 500 --ref-n 5000 --fid-points last \
+    --tokenizer runs/tokenizers/msvq-fmnist-fashion-mnist/tokenizer,runs/tokenizers/vq-fmnist-fashion-mnist/tokenizer \
+    --out runs/compare 2>&1 | tee "$OUT/compare.log"
+  cp runs/compare/comparison.png runs/compare/comparison_curves.png runs/compare/comparison.json runs/compare/comparison_timings.json "$OUT/"
+  for o in next-scale raster maskgit; do cp "runs/compare/$o/seed0/log.jsonl" "$OUT/compare-$o-log.jsonl"; done ;;
 bench)
   genorder bench --orders raster,next-scale,maskgit --depth 16 --batch-sizes 1,16,64 --resolution 256 \
     --json "$OUT/bench.json" --plot "$OUT/bench.png" 2>&1 | tee "$OUT/bench.log"
