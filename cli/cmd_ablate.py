@@ -332,6 +332,7 @@ def _eval_row(row: Row, p: Preset, seed: int, sdir: Path, ds_spec: str, edev: to
         return
     with np.load(rdir / "samples.npz", allow_pickle=False) as z:
         images = torch.from_numpy(z["images"])
+    # class accuracy is scored once per row by `_class_row` (class.json), not again here
     m = score_images(images, ds_spec, extractor=p.extractor, device=edev, bootstrap=p.bootstrap, seed=seed,
                      ref_n=p.ref_n, kid_subsets=p.kid_subsets, cache_dir=cache_dir,
                      title=f"row {row.id} seed {seed}: features")  # fmt: skip

@@ -1,133 +1,457 @@
-"""`genorder compare`: the toolkit's main job. Train several orders at the same depth under one
-identical budget, then print what each budget bought and write their sample grids side by side."""
+"""`genorder compare`: the toolkit's main job. Train several orders at one depth under one identical,
+deterministic budget, score each at several checkpoints along training and print what it bought.
+
+Per order and seed: one run trained with `train_run` (the same code as `genorder train`); at
+`--points` evenly spaced fractions of the budget the model is scored by a `CheckpointProbe`:
+held-out token loss on a fixed test subset, class accuracy of class-balanced samples (a classifier
+trained once on the dataset, cached by content) with a bootstrap interval, FID / KID /
+precision-recall against the test split, next to the real-against-real FID at the same n.
+
+Written to --out:
+  comparison.json          every result (config, tokenizers, classifier, floor, LR sweep, every curve
+                           point): a function of the options and the data only, so two runs diff equal
+  comparison_timings.json  everything that depends on the machine's load (wall-clock per point, total)
+  comparison.png           the sample grids side by side (seed 0)
+  comparison_curves.png    class accuracy and FID against training FLOPs and wall-clock, bands over seeds
+  heldout_loss.png         held-out loss against training images, every order and seed
+"""
 
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import torch
 import typer
 from rich.table import Table
 
 from genorder.checkpoint import read_meta
-from genorder.data import class_balanced_labels
 from genorder.errors import UserError
+from genorder.hashing import config_fingerprint, dataset_fingerprint, short
 from genorder.images import side_by_side
-from genorder.plot import line_plot
-from genorder.registry import registry
-from genorder.runs import load_run, write_json
-from genorder.sampling import generate_images
+from genorder.plot import band_panels, line_plot
+from genorder.registry import builtin_names, registry
+from genorder.runs import write_json
 from genorder.trainer import resolve_device
 from genorder_cli.app import app, console, guarded, parse_csv
+from genorder_cli.cmd_eval import classifier_cache_dir
 from genorder_cli.cmd_train import train_run
-from genorder_cli.common import make_sampler
+from genorder_cli.common import layered, make_sampler, resolve_tokenizer
 
 Opt = typer.Option
 
+# The CPU regime (issue 9, docs/RESULTS.md): 8x8 tokens from f=4 tokenizers, small backbones, step
+# budgets that a 2-core machine finishes in minutes. Peak learning rates per order come from
+# `genorder compare --tune-lr` (docs/RESULTS.md, "LR sweep").
+# The tokenizers are the presets each tokenizer declares itself the default for (order kind, the
+# dataset's channels and size: `Tokenizer.default_for`), unless --tokenizer names others; the
+# orders are the built-in ones (those the genorder distribution registers) unless --orders names others.
+CPU = {"depth": 2, "steps": 150, "batch_size": 64, "tokenizer_steps": 300, "tokenizer_batch": 32,
+       "tokenizer_lr": 2e-3, "seeds": "0,1", "points": 4, "n_eval": 100, "ref_n": 500, "heldout_n": 500}  # fmt: skip
+CPU_LR = 8e-3  # the best of 1e-3..8e-3 for every built-in order (the range's top; docs/RESULTS.md, LR sweep)
+GPU = {"depth": 16, "steps": 5000, "batch_size": 128, "tokenizer_steps": 3000, "tokenizer_batch": 32,
+       "tokenizer_lr": 3e-4, "seeds": "0,1", "points": 5, "n_eval": 1000, "ref_n": 10000, "heldout_n": 1000}  # fmt: skip
+GPU_LR = 4e-4
+TUNE_LRS = "2e-3,4e-3,8e-3"
 
-def _loss_curve(run_dir: Path) -> list[tuple[float, float]]:
-    """(images seen, loss) from a run's log.jsonl."""
-    pts = []
-    for line in (run_dir / "log.jsonl").read_text().splitlines():
-        rec = json.loads(line)
-        if "loss" in rec and "images" in rec:
-            pts.append((float(rec["images"]), float(rec["loss"])))
-    return pts
+
+def _tokenizer_for(order, specs: list[str]) -> str | None:
+    """--tokenizer: one spec for every order, or MULTI,SINGLE (by the order's tokenizer kind); None:
+    the preset declared for the order's kind and the dataset's shape."""
+    if not specs:
+        return None
+    if len(specs) == 1:
+        return specs[0]
+    return specs[0] if order.tokenizer_kind == "multi-scale" else specs[1]
 
 
-def _finished(run_dir: Path) -> bool:
-    return (run_dir / "model.json").exists() and read_meta(run_dir / "model").get("final", False)
+def _band(values: list[float | None]) -> tuple[float | None, float | None, float | None]:
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return None, None, None
+    return sum(vals) / len(vals), min(vals), max(vals)
+
+
+class _Probe:
+    """Calls the checkpoint probe at fractions k/points of the budget during training."""
+
+    def __init__(self, probe, order, tokenizer, points: int, label: str, early_probe=None) -> None:
+        self.probe, self.order, self.tokenizer, self.label = probe, order, tokenizer, label
+        self.early_probe = early_probe or probe  # the probe of every point but the last
+        self.targets = [k / points for k in range(1, points + 1)]
+        self.points: list[dict] = []
+        self.timings: list[dict] = []
+        self.eval_seconds = 0.0
+
+    def __call__(self, trainer, m: dict) -> None:
+        frac = trainer.tracker.fraction()
+        if not self.targets or frac + 1e-9 < self.targets[0]:
+            return
+        while self.targets and frac + 1e-9 >= self.targets[0]:
+            self.targets.pop(0)
+        s = trainer.tracker.spent
+        train_seconds = s.seconds - self.eval_seconds  # the tracker's clock also ran while earlier points were scored
+        t0 = time.perf_counter()
+        probe = self.probe if not self.targets else self.early_probe  # targets is empty at the last point
+        point, secs = probe(self.order, self.tokenizer, trainer.model)
+        self.eval_seconds += time.perf_counter() - t0
+        self.points.append({"step": s.steps, "images": s.images, "train_flops": s.flops, **point})
+        self.timings.append({"step": s.steps, "train_seconds": train_seconds, "sample_seconds": secs["sample"],
+                             "score_seconds": secs["score"]})  # fmt: skip
+        c = point["class_acc"]
+        fid = f" · FID {point['fid']:.1f}" if "fid" in point else ""
+        console.print(f"  {self.label} step {s.steps}: held-out loss {point['heldout_loss']:.4f} · class acc "
+                      f"{100 * c['acc']:.1f}% [{100 * c['lo']:.1f}, {100 * c['hi']:.1f}]{fid}", highlight=False)  # fmt: skip
+
+
+def _heldout_final(run_dir: Path, images: torch.Tensor, labels: torch.Tensor, device: torch.device) -> float:
+    from genorder.heldout import heldout_loss
+    from genorder.runs import load_run
+
+    r = load_run(run_dir, device)
+    return heldout_loss(r.order, r.tokenizer, r.model, images, labels)
 
 
 @app.command("compare")
 @guarded
 def compare(
-    orders: Annotated[str, Opt(help="comma-separated orders to train and compare")] = "next-scale,raster,maskgit",
-    depth: Annotated[Optional[int], Opt(help="one depth for every order (default 16 on a GPU, 2 on a CPU)")] = None,
+    orders: Annotated[Optional[str], Opt(help="comma-separated orders to train and compare (default: the built-in ones; see `genorder plugins`)")] = None,
+    depth: Annotated[Optional[int], Opt(help="one depth for every order (default 2 on a CPU, 16 on a GPU)")] = None,
     dataset: Annotated[str, Opt(help="fashion-mnist, shapes, imagefolder:PATH, npz:PATH")] = "fashion-mnist",
-    steps: Annotated[Optional[int], Opt(help="budget: optimizer steps (per order)")] = None,
-    images: Annotated[Optional[int], Opt(help="budget: images seen (per order)")] = None,
-    minutes: Annotated[Optional[float], Opt(help="budget: wall-clock minutes (per order)")] = None,
-    flops: Annotated[Optional[float], Opt(help="budget: training FLOPs (per order)")] = None,
-    batch_size: Annotated[Optional[int], Opt(help="images per step (default 32 on a CPU, 128 on a GPU)")] = None,
-    lr: Annotated[Optional[float], Opt(help="peak learning rate (default 1e-3 on a CPU, 4e-4 on a GPU: short-budget values)")] = None,
-    tokenizer_steps: Annotated[Optional[int], Opt(help="steps for each tokenizer trained first (default 400 CPU / 3000 GPU)")] = None,
-    tokenizer_minutes: Annotated[Optional[float], Opt(help="cap in minutes on each tokenizer trained first (default 2 on a CPU, none on a GPU)")] = None,
-    cfg: Annotated[float, Opt(help="CFG strength used for every order's samples (0 = off)")] = 0.0,
-    top_k: Annotated[int, Opt(help="top-k used for every order's samples (0 = off)")] = 0,
+    steps: Annotated[Optional[int], Opt(help="budget: optimizer steps per order and seed (default 150 CPU / 5000 GPU)")] = None,
+    images: Annotated[Optional[int], Opt(help="budget: images seen per order and seed")] = None,
+    flops: Annotated[Optional[float], Opt(help="budget: training FLOPs per order and seed")] = None,
+    minutes: Annotated[Optional[float], Opt(help="budget: wall-clock minutes per order and seed (load-dependent: flagged in every table)")] = None,
+    batch_size: Annotated[Optional[int], Opt(help="images per step (default 64 CPU / 128 GPU)")] = None,
+    lr: Annotated[Optional[float], Opt(help="one peak lr for every order (default: per order, from the LR sweep)")] = None,
+    tune_lr: Annotated[bool, Opt("--tune-lr", help="sweep --lrs per order first (seed 0, --tune-fraction of the budget), train each at its best held-out loss")] = False,
+    lrs: Annotated[str, Opt(help="learning rates tried by --tune-lr")] = TUNE_LRS,
+    tune_fraction: Annotated[float, Opt(help="budget of each --tune-lr run, as a fraction of the main budget")] = 0.5,
+    tokenizer: Annotated[Optional[str], Opt(help="tokenizer preset or checkpoint for every order, or MULTI,SINGLE by order kind (default: the presets declared for each kind and the dataset's shape, see `genorder plugins`)")] = None,
+    tokenizer_steps: Annotated[Optional[int], Opt(help="steps of each tokenizer trained first (default 300 CPU / 3000 GPU)")] = None,
+    tokenizer_minutes: Annotated[Optional[float], Opt(help="cap in minutes on each tokenizer trained first (load-dependent; default none)")] = None,
+    image_size: Annotated[Optional[int], Opt(help="train at this image size (the tokenizer must match, e.g. --set tokenizer.image_size=...)")] = None,
+    seeds: Annotated[Optional[str], Opt(help="seeds per order, drawn as bands (default 0,1)")] = None,
+    points: Annotated[Optional[int], Opt(help="evaluation points along training (default 4 CPU / 5 GPU)")] = None,
+    n_eval: Annotated[Optional[int], Opt("--n", help="samples per evaluation point (class-balanced)")] = None,
+    ref_n: Annotated[Optional[int], Opt(help="test images of the FID reference (default 500 CPU / 10000 GPU)")] = None,
+    extractor: Annotated[str, Opt(help="FID features: genorder-inception-fid, or genorder-tiny-random (smoke tests)")] = "genorder-inception-fid",
+    no_fid: Annotated[bool, Opt("--no-fid", help="score class accuracy and held-out loss only")] = False,
+    fid_points: Annotated[str, Opt(help="FID at every evaluation point (all) or at the last one only (last: Inception features cost minutes per point on a busy CPU)")] = "all",
+    cfg: Annotated[float, Opt(help="CFG strength of every order's samples (0 = off)")] = 1.5,
+    top_k: Annotated[int, Opt(help="top-k of every order's samples (0 = off)")] = 0,
     per_class: Annotated[int, Opt(help="samples per class in the grids")] = 6,
-    out: Annotated[Path, Opt(help="folder for the runs, the comparison PNG and JSON")] = Path("runs/compare"),
-    seed: Annotated[int, Opt(help="seed shared by every order")] = 0,
+    out: Annotated[Path, Opt(help="folder for the runs, the PNGs and the JSON")] = Path("runs/compare"),
+    threads: Annotated[Optional[int], Opt(help="CPU threads for torch (default 1 on a CPU: several times faster on shared cores, and the same round-off on every machine); recorded")] = None,
     device: Annotated[str, Opt(help="auto, cpu, cuda")] = "auto",
+    set_: Annotated[Optional[list[str]], Opt("--set", help="override: section.key=value for [order] [backbone] [train] [sampler] [tokenizer] (repeatable)")] = None,
+    fid_cache: Annotated[Optional[Path], Opt(help="FID reference cache (default $GENORDER_FID_CACHE or ~/.cache/genorder/fid)")] = None,
+    classifier_cache: Annotated[Optional[Path], Opt(help="class-consistency classifier cache (default: FID_CACHE/classifiers)")] = None,
 ) -> None:
-    """Train ORDERS under one budget at one depth; print the comparison and write comparison.png."""
-    names = parse_csv(orders)
+    """Train ORDERS under one deterministic budget at one depth, score them along training, and write
+    comparison.json, comparison_curves.png and comparison.png."""
+    t_start = time.perf_counter()
+    names = parse_csv(orders) if orders is not None else builtin_names("orders")
     if not names:
         raise UserError("--orders is empty")
     for n in names:
         registry("orders").get(n)
     dev = resolve_device(device)
     gpu = dev.type == "cuda"
-    depth = depth or (16 if gpu else 2)
-    budget = {"steps": steps, "images": images, "minutes": minutes, "flops": flops}
-    if all(v is None for v in budget.values()):
-        budget = {"minutes": 5.0} if gpu else {"images": 6400}
-    # Short-budget defaults: VAR's lr rule (1e-4 per 256 images) is tuned for hundreds of epochs and
-    # barely moves a small model in a few hundred steps; these runs use a higher peak lr instead.
-    batch_size = batch_size or (128 if gpu else 32)
-    lr = lr or (4e-4 if gpu else 1e-3)
-    tok_steps = tokenizer_steps or (3000 if gpu else 400)
-    tok_minutes = tokenizer_minutes if tokenizer_minutes is not None else (None if gpu else 2.0)
+    threads = threads if threads is not None else (None if gpu else 1)
+    if threads is not None:
+        if threads < 1:
+            raise UserError(f"--threads must be at least 1, got {threads}")
+        torch.set_num_threads(threads)
+    D = GPU if gpu else CPU
+    sections = layered(None, set_)
+    unknown = set(sections) - {"order", "backbone", "train", "sampler", "tokenizer"}
+    if unknown:
+        raise UserError(f"--set: unknown section(s) {sorted(unknown)}; use order, backbone, train, sampler, tokenizer")
+    tok_opts = dict(sections.pop("tokenizer", {}))
+    depth = depth or D["depth"]
+    budget = {k: v for k, v in {"steps": steps, "images": images, "flops": flops, "minutes": minutes}.items() if v is not None}
+    budget = budget or {"steps": D["steps"]}
+    load_dependent = "minutes" in budget or tokenizer_minutes is not None
+    batch_size = batch_size or D["batch_size"]
+    seed_list = parse_csv(seeds or D["seeds"], int)
+    n_points = points or D["points"]
+    n = n_eval or D["n_eval"]
+    ref = ref_n or D["ref_n"]
+    if fid_points not in ("all", "last"):
+        raise UserError(f"--fid-points must be all or last, got {fid_points!r}")
+    if not seed_list or n_points < 1 or n < 2 or ref < 2 or not 0 < tune_fraction <= 1:
+        raise UserError("need at least one seed, --points >= 1, --n >= 2, --ref-n >= 2 and 0 < --tune-fraction <= 1")
+    tok_steps = tokenizer_steps or D["tokenizer_steps"]
+    tok_train = {"lr": D["tokenizer_lr"], "batch_size": D["tokenizer_batch"]}
     sampler_opts = {"cfg": cfg, "top_k": top_k}
-    console.print(f"[bold]compare[/bold] {', '.join(names)} · depth {depth} · budget {budget} per order · device {dev}")
-    rows = []
-    for name in names:
-        run_dir = out / name
-        if _finished(run_dir):
-            console.print(f"{name}: finished run found in {run_dir}, reusing it")
-        else:
-            train_run(
-                name, run_dir, dataset_spec=dataset, tokenizer_steps=tok_steps, tokenizer_minutes=tok_minutes, depth=depth, budget=budget,
-                train_opts={"batch_size": batch_size, "lr": lr, "seed": seed, "device": device},
-                sampler_opts=sampler_opts, resume=(run_dir / "model.json").exists(), samples_per_class=per_class,
-            )
-        r = load_run(run_dir, dev)
-        sampler = make_sampler({}, **sampler_opts)
-        labels = class_balanced_labels(r.model.num_classes, 2 * r.model.num_classes)
-        generate_images(r, labels[:2], sampler, seed=seed)  # warm-up
-        if gpu:
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        generate_images(r, labels, sampler, seed=seed, batch_size=len(labels))
-        if gpu:
-            torch.cuda.synchronize()
-        per_img = (time.perf_counter() - t0) / len(labels)
+    sampler = make_sampler(sections, **sampler_opts)
+
+    from genorder.classifier import load_or_train_classifier
+    from genorder.data import load_dataset
+    from genorder.quality import CheckpointProbe
+
+    train_ds = load_dataset(dataset, "train", image_size=image_size)
+    test_ds = load_dataset(dataset, "test", image_size=train_ds.image_size, channels=train_ds.channels)
+    held = min(D["heldout_n"], len(test_ds) // 2) if len(test_ds) >= 4 else len(test_ds)
+    report_x, report_y = test_ds.images[:held], test_ds.labels[:held]  # reported held-out loss
+    tune_x, tune_y = test_ds.images[-held:], test_ds.labels[-held:]  # the LR sweep's (disjoint when possible)
+    console.print(
+        f"[bold]compare[/bold] {', '.join(names)} · depth {depth} · budget {budget} per order and seed"
+        f"{' (wall-clock: load-dependent)' if load_dependent else ''} · seeds {seed_list} · {n_points} points · "
+        f"device {dev} · {torch.get_num_threads()} threads"
+    )
+
+    # 1. the class-consistency classifier and the FID floor
+    with console.status("class-consistency classifier (trained once per dataset content, then cached)"):
+        classifier, clf_info = load_or_train_classifier(dataset, device=dev, cache_root=classifier_cache or classifier_cache_dir(fid_cache))
+    console.print(f"classifier {clf_info['path']} ({'cached' if clf_info['reused'] else 'trained'}): "
+                  f"{100 * clf_info['test_accuracy']:.1f}% on the test split")  # fmt: skip
+    real_MD = ext = None
+    floor = None
+    if not no_fid:
+        from genorder import metrics
+
+        metrics.require_torch_fidelity()
+        ext = metrics.make_extractor(extractor, dev)
+        with console.status("FID reference and real-against-real floor (cached)"):
+            floor = metrics.fid_floor(dataset, n, ref_n=ref, extractor=extractor, device=dev, cache_dir=fid_cache, module=ext)
+            _, real_MD = metrics.reference_features(dataset, "test", ref, extractor, dev, fid_cache, module=ext)
+        console.print(f"FID floor (real train vs real test) at n = {n}: {floor['fid_floor']:.2f} (reference: {floor['ref_n']} test images)")
+    probe = CheckpointProbe(classifier, real_MD, ext, report_x, report_y, sampler, n=n, seed=0)
+    probe_no_fid = CheckpointProbe(classifier, None, None, report_x, report_y, sampler, n=n, seed=0)
+
+    # 2. tokenizers, content-keyed
+    tok_specs = parse_csv(tokenizer)
+    tokenizers: dict[str, dict] = {}
+    order_objs = {nm: registry("orders").create(nm, sections.get("order", {})) for nm in names}
+    order_tok: dict[str, str] = {}
+    for nm in names:
+        spec = _tokenizer_for(order_objs[nm], tok_specs)
+        tok_key = spec or f"default {order_objs[nm].tokenizer_kind}"
+        if tok_key not in tokenizers:
+            tok, stem = resolve_tokenizer(spec, order_objs[nm], dataset, train_ds, dev, tok_steps, tokenizer_minutes,
+                                          train_opts=tok_train, tokenizer_opts=tok_opts)  # fmt: skip
+            cache = stem.parent / "cache.json"
+            rec = json.loads(cache.read_text()) if cache.is_file() else {}
+            from genorder.hashing import tensors_fingerprint
+
+            tokenizers[tok_key] = {"stem": str(stem), "tensors": tensors_fingerprint(tok.state_dict()),
+                                "psnr": rec.get("metrics", {}).get("psnr"), "steps": rec.get("metrics", {}).get("steps"),
+                                "scales": list(tok.scales), "vocab_size": tok.codebook_size, "object": tok}  # fmt: skip
+        order_tok[nm] = tok_key
+
+    base_key = {"dataset": dataset_fingerprint(train_ds), "depth": depth, "batch_size": batch_size, "sections": sections,
+                "sampler": sampler_opts, "n": n, "points": n_points, "threads": torch.get_num_threads(),
+                "extractor": None if no_fid else extractor, "fid_points": fid_points, "ref_n": ref, "classifier": clf_info["dataset_hash"],
+                "image_size": image_size}  # fmt: skip
+
+    def run_one(nm: str, seed: int, lr_: float, bud: dict, run_dir: Path, with_probe: bool) -> tuple[dict, dict]:
+        """Train (or reuse) one run; returns (result, timings)."""
+        t = tokenizers[order_tok[nm]]
+        key = config_fingerprint({**base_key, "order": nm, "seed": seed, "lr": lr_, "budget": bud,
+                                  "tokenizer": t["tensors"], "probe": with_probe})  # fmt: skip
+        rec_path = run_dir / "compare_run.json"
+        if rec_path.is_file() and (run_dir / "model.json").is_file():
+            rec = json.loads(rec_path.read_text())
+            if rec.get("key") == key and read_meta(run_dir / "model").get("final"):
+                console.print(f"{nm} seed {seed}: finished run found in {run_dir}, reusing it")
+                return rec["result"], rec["timings"]
+        if run_dir.exists():
+            console.print(f"{nm} seed {seed}: {run_dir} holds another or an unfinished run; retraining it")
+            shutil.rmtree(run_dir)
+        hook = None
+        if with_probe:
+            hook = _Probe(probe, order_objs[nm], t["object"], n_points, f"{nm} seed {seed}",
+                          probe_no_fid if fid_points == "last" else None)  # fmt: skip
+        summary = train_run(
+            nm, run_dir, dataset_spec=dataset, tokenizer_spec=t["stem"], depth=depth, budget=bud, sections=sections,
+            train_opts={"batch_size": batch_size, "lr": lr_, "seed": seed, "device": str(dev)},
+            sampler_opts=sampler_opts, samples_per_class=per_class, on_step=hook, image_size=image_size,
+        )  # fmt: skip
         meta = read_meta(run_dir / "model")
-        summ = json.loads((run_dir / "summary.json").read_text())
         s = meta["spent"]
-        rows.append({
-            "order": name, "params": meta["params"], "gen_steps": r.order.num_steps(r.order.layout(r.tokenizer)),
-            "steps": s["steps"], "images": s["images"], "tokens": s["tokens"], "train_flops": s["flops"],
-            "train_seconds": s["seconds"], "final_loss": summ["last"].get("loss"),
-            "sample_ms_per_image": 1000 * per_img, "sample_batch": len(labels), "grid": str(run_dir / "samples.png"),
-        })
-    t = Table(title=f"{len(rows)} orders, depth {depth}, one budget ({budget}), {dataset}, {dev}")
-    for col in ("order", "params", "gen steps", "opt steps", "images", "tokens", "TFLOP", "train s", "loss", "ms/img sample"):
-        t.add_column(col, justify="left" if col == "order" else "right")
-    for r_ in rows:
-        t.add_row(r_["order"], f"{r_['params'] / 1e6:.2f}M", str(r_["gen_steps"]), str(r_["steps"]),
-                  f"{r_['images']:,}", f"{r_['tokens']:,}", f"{r_['train_flops'] / 1e12:.2f}",
-                  f"{r_['train_seconds']:.0f}", f"{r_['final_loss']:.3f}", f"{r_['sample_ms_per_image']:.1f}")
-    console.print(t)
-    png = side_by_side([r_["grid"] for r_ in rows], [r_["order"] for r_ in rows], out / "comparison.png")
-    curves = line_plot(
-        {r_["order"]: _loss_curve(out / r_["order"]) for r_ in rows}, out / "loss_curves.png",
-        f"training loss (cross-entropy per token), depth {depth}, {dataset}", "training images seen", "loss",
+        result = {"order": nm, "seed": seed, "lr": lr_, "params": meta["params"], "steps": s["steps"],
+                  "images": s["images"], "tokens": s["tokens"], "train_flops": s["flops"],
+                  "final_train_loss": summary["last"].get("loss"), "stopped_by": summary["stopped_by"]}  # fmt: skip
+        # training wall-clock alone: the tracker's clock also ran while points were scored (the last
+        # point is scored after the tracker's last update, so its own record is the right one)
+        timings = {"train_seconds": hook.timings[-1]["train_seconds"] if hook and hook.timings else s["seconds"]}
+        if hook is not None:
+            result["points"] = hook.points
+            timings["points"] = hook.timings
+        else:
+            result["heldout_loss"] = _heldout_final(run_dir, tune_x, tune_y, dev)
+        write_json(rec_path, {"key": key, "result": result, "timings": timings})
+        return result, timings
+
+    # 3. the LR sweep
+    sweep: dict[str, Any] = {}
+    sweep_timings: dict[str, Any] = {}
+    lr_by_order = {nm: lr or (GPU_LR if gpu else CPU_LR) for nm in names}
+    if tune_lr:
+        lr_list = parse_csv(lrs, float)
+        if len(lr_list) < 1 or any(v <= 0 for v in lr_list):
+            raise UserError("--lrs needs positive learning rates")
+        tune_budget = {k: (type(v)(v * tune_fraction) if k != "steps" else max(1, round(v * tune_fraction))) for k, v in budget.items()}
+        for nm in names:
+            scores = []
+            for lr_ in lr_list:
+                res, tim = run_one(nm, seed_list[0], lr_, tune_budget, out / "tune" / f"{nm}-lr{lr_:g}", with_probe=False)
+                scores.append({"lr": lr_, "heldout_loss": res["heldout_loss"], "steps": res["steps"]})
+                sweep_timings[f"{nm}-lr{lr_:g}"] = tim
+                console.print(f"LR sweep {nm}: lr {lr_:g} -> held-out loss {res['heldout_loss']:.4f}")
+            best = min(scores, key=lambda r: r["heldout_loss"])
+            sweep[nm] = {"tried": scores, "best_lr": best["lr"], "budget": tune_budget}
+            lr_by_order[nm] = best["lr"]
+
+    # 4. the main runs, scored along training
+    results: dict[str, list[dict]] = {}
+    timings: dict[str, list[dict]] = {}
+    for nm in names:
+        for seed in seed_list:
+            res, tim = run_one(nm, seed, lr_by_order[nm], budget, out / nm / f"seed{seed}", with_probe=True)
+            results.setdefault(nm, []).append(res)
+            timings.setdefault(nm, []).append(tim)
+
+    # 5. sampling speed (seed 0 of each order; load-dependent)
+    from genorder.data import class_balanced_labels
+    from genorder.runs import load_run
+    from genorder.sampling import generate_images
+
+    for nm in names:
+        r = load_run(out / nm / f"seed{seed_list[0]}", dev)
+        labels = class_balanced_labels(r.model.num_classes, 2 * r.model.num_classes)
+        t0 = time.perf_counter()
+        generate_images(r, labels, make_sampler(sections, **sampler_opts), seed=0, batch_size=len(labels))
+        timings[nm][0]["sample_ms_per_image"] = 1000 * (time.perf_counter() - t0) / len(labels)
+        results[nm][0]["gen_steps"] = r.order.num_steps(r.order.layout(r.tokenizer))
+
+    rows = _summarise(names, results, floor)
+    _print_table(rows, timings, depth, budget, dataset, dev, load_dependent, floor, n)
+    png = side_by_side([str(out / nm / f"seed{seed_list[0]}" / "samples.png") for nm in names], names, out / "comparison.png")
+    curves = _curves_png(names, results, timings, floor, out / "comparison_curves.png", depth, dataset, n)
+    loss_png = line_plot(
+        {f"{nm} s{r['seed']}": [(p["images"], p["heldout_loss"]) for p in r["points"]] for nm in names for r in results[nm]},
+        out / "heldout_loss.png", f"held-out token loss ({held} test images), depth {depth}, {dataset}",
+        "training images seen", "cross-entropy per token",
     )  # fmt: skip
-    write_json(out / "comparison.json", {"depth": depth, "budget": budget, "batch_size": batch_size, "lr": lr,
-                                         "dataset": dataset, "device": str(dev),
-                                         "sampler": sampler_opts, "rows": rows})
-    console.print(f"wrote {png}, {curves} and {out / 'comparison.json'}")
+    doc = {
+        "orders": names, "dataset": dataset, "depth": depth, "budget": budget, "load_dependent_budget": load_dependent,
+        "batch_size": batch_size, "lr": lr_by_order, "seeds": seed_list, "points": n_points, "device": dev.type,
+        "threads": torch.get_num_threads(), "sampler": sampler_opts, "sections": sections, "image_size": image_size,
+        "evaluation": {"n": n, "class_balanced": True, "ref_n": ref, "extractor": None if no_fid else extractor,
+                       "fid_points": None if no_fid else fid_points,
+                       "heldout_images": held, "heldout_split": "test[:heldout_images]"},
+        "classifier": {"path": clf_info["path"], "test_accuracy": clf_info["test_accuracy"],
+                       "dataset_hash": clf_info["dataset_hash"]},
+        "fid_floor": floor,
+        "tokenizers": {k: {kk: vv for kk, vv in v.items() if kk != "object"} for k, v in tokenizers.items()},
+        "tokenizer_budget": {"steps": tok_steps, "minutes": tokenizer_minutes, **tok_train},
+        "lr_sweep": sweep or None,
+        "rows": rows,
+        "runs": results,
+    }  # fmt: skip
+    write_json(out / "comparison.json", doc)
+    write_json(out / "comparison_timings.json", {
+        "note": "wall-clock seconds: they depend on the machine and its load, so they live apart from comparison.json",
+        "total_seconds": time.perf_counter() - t_start, "runs": timings, "lr_sweep": sweep_timings,
+        "classifier_reused": clf_info["reused"],
+    })  # fmt: skip
+    console.print(f"wrote {png}, {curves}, {loss_png}, {out / 'comparison.json'} and {out / 'comparison_timings.json'}")
+
+
+def _summarise(names: list[str], results: dict[str, list[dict]], floor: dict | None) -> list[dict]:
+    """One row per order: the final point averaged over seeds, the plateau test, the goals."""
+    from genorder.heldout import plateau
+
+    rows = []
+    for nm in names:
+        runs = results[nm]
+        finals = [r["points"][-1] for r in runs]
+        flat = [plateau([(p["images"], p["heldout_loss"]) for p in r["points"]]) for r in runs]
+        acc = _band([p["class_acc"]["acc"] for p in finals])
+        row = {
+            "order": nm, "params": runs[0]["params"], "gen_steps": runs[0].get("gen_steps"), "lr": runs[0]["lr"],
+            "steps": runs[0]["steps"], "images": runs[0]["images"], "train_flops": runs[0]["train_flops"],
+            "heldout_loss": _band([p["heldout_loss"] for p in finals])[0],
+            "heldout_loss_per_seed": [p["heldout_loss"] for p in finals],
+            "last_20pct_improvement": max((f["improvement"] for f in flat if f["improvement"] is not None), default=None),
+            "class_acc": acc[0], "class_acc_per_seed": [p["class_acc"] for p in finals],
+        }  # fmt: skip
+        row["flattened"] = row["last_20pct_improvement"] is not None and row["last_20pct_improvement"] < 0.02
+        row["goal_class_acc_70"] = acc[0] is not None and acc[0] >= 0.70
+        if "fid" in finals[0]:
+            row.update(fid=_band([p["fid"] for p in finals])[0], fid_per_seed=[p["fid"] for p in finals],
+                       kid_mean=_band([p["kid_mean"] for p in finals])[0],
+                       precision=_band([p["precision"] for p in finals])[0], recall=_band([p["recall"] for p in finals])[0])  # fmt: skip
+            if floor:
+                row["fid_over_floor"] = row["fid"] / floor["fid_floor"]
+                row["goal_fid_3x_floor"] = row["fid_over_floor"] <= 3.0
+        rows.append(row)
+    return rows
+
+
+def _print_table(rows, timings, depth, budget, dataset, dev, load_dependent, floor, n) -> None:
+    flag = " · WALL-CLOCK BUDGET: load-dependent" if load_dependent else ""
+    t = Table(title=f"{len(rows)} orders, depth {depth}, budget {budget}{flag}, {dataset}, {dev} (mean over seeds)")
+    cols = ["order", "params", "gen steps", "lr", "TFLOP", "held-out loss", "last 20%", "class acc [95%]"]
+    if rows and "fid" in rows[0]:
+        cols += [f"FID (floor {floor['fid_floor']:.1f})" if floor else "FID", "KID×10³", "prec", "recall"]
+    cols += ["train s*", "ms/img*"]
+    for c in cols:
+        t.add_column(c, justify="left" if c == "order" else "right")
+    for r in rows:
+        per = r["class_acc_per_seed"]
+        lo, hi = min(c["lo"] for c in per), max(c["hi"] for c in per)
+        imp = r["last_20pct_improvement"]
+        cells = [r["order"], f"{r['params'] / 1e6:.2f}M", str(r["gen_steps"]), f"{r['lr']:g}", f"{r['train_flops'] / 1e12:.2f}",
+                 f"{r['heldout_loss']:.4f}", "—" if imp is None else f"{100 * imp:.1f}%",
+                 f"{100 * r['class_acc']:.1f}% [{100 * lo:.0f}, {100 * hi:.0f}]"]  # fmt: skip
+        if "fid" in r:
+            cells += [f"{r['fid']:.1f}" + (f" ({r['fid_over_floor']:.1f}x)" if "fid_over_floor" in r else ""),
+                      f"{1e3 * r['kid_mean']:.1f}", f"{r['precision']:.2f}", f"{r['recall']:.2f}"]  # fmt: skip
+        tim = timings[r["order"]]
+        cells += [f"{sum(x['train_seconds'] for x in tim) / len(tim):.0f}", f"{tim[0].get('sample_ms_per_image', float('nan')):.1f}"]
+        t.add_row(*cells)
+    console.print(t)
+    console.print(f"class acc: classifier accuracy on {n} class-balanced samples against the requested class, 95% bootstrap "
+                  f"range over seeds; last 20%: relative held-out loss improvement over the last 20% of training "
+                  f"(< 2% = flattened); * wall-clock, load-dependent", highlight=False)  # fmt: skip
+
+
+def _curves_png(names, results, timings, floor, path: Path, depth: int, dataset: str, n: int) -> Path:
+    def bands(metric, xkey: str, timed: bool) -> dict:
+        series = {}
+        for nm in names:
+            runs, tims = results[nm], timings[nm]
+            k = min(len(r["points"]) for r in runs)
+            pts = []
+            for i in range(k):
+                if timed:
+                    x = sum(t["points"][i]["train_seconds"] for t in tims) / len(tims)
+                else:
+                    x = runs[0]["points"][i][xkey] / 1e12
+                m, lo, hi = _band([metric(r["points"][i]) for r in runs])
+                if m is not None:
+                    pts.append((x, m, lo, hi))
+            series[nm] = pts
+        return series
+
+    acc = lambda p: 100 * p["class_acc"]["acc"]  # noqa: E731
+    panels = [
+        {"title": "class accuracy vs training compute", "xlabel": "training TFLOP", "ylabel": "class acc %", "series": bands(acc, "train_flops", False)},
+        {"title": "class accuracy vs wall-clock (load-dependent)", "xlabel": "training seconds", "ylabel": "class acc %", "series": bands(acc, "", True)},
+    ]  # fmt: skip
+    if "fid" in results[names[0]][0]["points"][-1]:
+        fid = lambda p: p.get("fid")  # noqa: E731
+        hline = (floor["fid_floor"], f"real vs real at n={n}") if floor else None
+        panels += [
+            {"title": "FID vs training compute", "xlabel": "training TFLOP", "ylabel": "FID", "series": bands(fid, "train_flops", False), "hline": hline},
+            {"title": "FID vs wall-clock (load-dependent)", "xlabel": "training seconds", "ylabel": "FID", "series": bands(fid, "", True), "hline": hline},
+        ]  # fmt: skip
+    seeds = len(results[names[0]])
+    return band_panels(panels, path, f"{dataset}, depth {depth}: mean over {seeds} seeds, band = min..max")

@@ -58,9 +58,14 @@ def score_images(
     cache_dir: Path | None = None,
     batch_size: int = 64,
     title: str = "features",
+    labels: torch.Tensor | None = None,
+    classifier_cache: Path | None = None,
+    floor: bool = True,
 ) -> dict[str, Any]:
     """uint8 images (N, C, H, W) -> the metrics dict of `genorder.metrics.compute_metrics` against the
-    test split of `dataset` (reference features cached), with a progress bar."""
+    test split of `dataset` (reference features cached), with a progress bar; plus `fid_floor`, the
+    real-against-real FID at the same n (when `floor`), and with the requested `labels` (N,)
+    `class_acc`: the class-consistency classifier's accuracy with a 95% bootstrap interval."""
     from genorder import metrics
 
     with ExitStack() as stack:  # a bar only when the reference is not cached yet
@@ -81,7 +86,32 @@ def score_images(
             progress=lambda d, t: update(d, t),
         )  # fmt: skip
     out["reference"] = {"dataset": dataset, "split": "test", "n": len(real), "key": key}
+    if floor:
+        with console.status(f"real-against-real FID at n = {len(images)} (cached)"):
+            out["fid_floor"] = metrics.fid_floor(dataset, len(images), ref_n=ref_n, extractor=extractor, device=device,
+                                                 cache_dir=cache_dir, batch_size=batch_size)["fid_floor"]  # fmt: skip
+    if labels is not None:
+        out["class_acc"] = class_consistency(images, labels, dataset, device, classifier_cache or classifier_cache_dir(cache_dir), seed)
     return out
+
+
+def classifier_cache_dir(fid_cache: Path | None) -> Path:
+    """Where the CLI keeps class-consistency classifiers: next to the FID reference statistics
+    (CACHE/classifiers), as both are evaluation caches shared by every run."""
+    from genorder import metrics
+
+    return Path(fid_cache or metrics.default_cache_dir()) / "classifiers"
+
+
+def class_consistency(images: torch.Tensor, labels: torch.Tensor, dataset: str, device, cache: Path,
+                      seed: int = 0) -> dict[str, Any]:
+    """The class-consistency classifier's accuracy on `images` against the requested `labels`."""
+    from genorder.classifier import class_accuracy, load_or_train_classifier
+
+    with console.status(f"class-consistency classifier for {dataset} (trained once, then cached)"):
+        clf, info = load_or_train_classifier(dataset, device=device, cache_root=cache)
+    return {**class_accuracy(clf, images, labels, seed=seed), "classifier": info["path"],
+            "classifier_test_accuracy": info["test_accuracy"]}
 
 
 def record(kind: str, metrics: dict[str, Any], **fields: Any) -> dict[str, Any]:
@@ -90,7 +120,7 @@ def record(kind: str, metrics: dict[str, Any], **fields: Any) -> dict[str, Any]:
 
     ext = metrics.get("feature_extractor", {})
     keep = ("fid", "kid_mean", "kid_std", "kid_subset_size", "kid_subsets", "precision", "recall", "f_score",
-            "isc", "isc_reason", "fid_bootstrap", "psnr")  # fmt: skip
+            "isc", "isc_reason", "fid_bootstrap", "psnr", "fid_floor", "class_acc")  # fmt: skip
     return {
         "kind": kind,
         **fields,
@@ -112,6 +142,8 @@ def print_metrics(title: str, rec: dict[str, Any]) -> None:
     t.add_column("value", justify="right")
     m = rec["metrics"]
     rows = [("FID", m.get("fid"), "{:.3f}")]
+    if m.get("fid_floor") is not None:
+        rows.append((f"FID floor: real vs real at n = {rec['n_fake']}", m["fid_floor"], "{:.3f}"))
     if m.get("fid_bootstrap"):
         lo, hi = m["fid_bootstrap"]["ci95"]
         rows.append((f"FID 95% interval ({m['fid_bootstrap']['reps']} bootstrap reps)", f"[{lo:.3f}, {hi:.3f}]", "{}"))
@@ -120,6 +152,10 @@ def print_metrics(title: str, rec: dict[str, Any]) -> None:
              ("precision", m.get("precision"), "{:.3f}"), ("recall", m.get("recall"), "{:.3f}")]  # fmt: skip
     if "psnr" in m:
         rows.append(("PSNR (dB)", m["psnr"], "{:.2f}"))
+    if m.get("class_acc"):
+        c = m["class_acc"]
+        rows.append((f"class accuracy, 95% interval (classifier: {100 * c['classifier_test_accuracy']:.1f}% on real test images)",
+                     f"{100 * c['acc']:.1f}% [{100 * c['lo']:.1f}, {100 * c['hi']:.1f}]", "{}"))  # fmt: skip
     rows.append(("Inception Score", "n/a (no classifier weights offline)", "{}"))
     for name, value, fmt in rows:
         t.add_row(name, "—" if value is None else fmt.format(value))
@@ -168,6 +204,9 @@ def eval_cmd(
     cache_dir: Annotated[Optional[Path], Opt(help="reference feature cache (default $GENORDER_FID_CACHE or ~/.cache/genorder/fid)")] = None,
     image_size: ImageSizeOpt = None,
     threads: ThreadsOpt = None,
+    class_acc: Annotated[bool, Opt("--class-acc/--no-class-acc", help="class-consistency accuracy (trains a small classifier once per dataset)")] = True,
+    floor: Annotated[bool, Opt("--floor/--no-floor", help="the real-against-real FID at the same n (train images vs the reference)")] = True,
+    classifier_cache: Annotated[Optional[Path], Opt(help="class-consistency classifier cache (default: CACHE_DIR/classifiers)")] = None,
 ) -> None:
     """Score samples (FID, KID, precision/recall; IS is n/a offline) or a tokenizer's reconstructions."""
     set_threads(threads)
@@ -190,7 +229,8 @@ def eval_cmd(
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise UserError("CUDA is not available on this machine; use --device cpu (or auto)")
     common: dict[str, Any] = dict(extractor=extractor, device=dev, bootstrap=bootstrap, seed=seed, ref_n=ref_n,
-                                  kid_subsets=kid_subsets, cache_dir=cache_dir)  # fmt: skip
+                                  kid_subsets=kid_subsets, cache_dir=cache_dir, floor=floor,
+                                  classifier_cache=classifier_cache)  # fmt: skip
     if run is not None:
         sampler = make_sampler({}, cfg=cfg, cfg_schedule=cfg_schedule, top_k=top_k, top_p=top_p, temperature=temperature)
         r = with_tokenizer(load_run(run, dev), None if tokenizer is None else str(tokenizer), dev)
@@ -201,7 +241,7 @@ def eval_cmd(
         t0 = time.perf_counter()
         images = to_uint8(generate_with_bar(r, labels, sampler, seed=seed, batch_size=batch_size, title=f"sample {r.order_name}"))
         t_sample = time.perf_counter() - t0
-        m = score_images(images, ds_spec, **common)
+        m = score_images(images, ds_spec, labels=labels if class_acc else None, **common)
         rec = record("samples", m, run=str(run), order=r.order_name, dataset=ds_spec, n=n, seed=seed,
                      tokenizer=str(tokenizer) if tokenizer is not None else "the run's copy",
                      sampler={"name": "standard", **sampler.config.model_dump()}, class_balanced=True,
@@ -216,12 +256,16 @@ def eval_cmd(
         try:
             with np.load(samples, allow_pickle=False) as z:
                 arr = z["images"]
+                file_labels = z["labels"] if "labels" in z.files else None
         except (OSError, ValueError, KeyError) as err:
             raise UserError(f"--samples: cannot read array 'images' from {samples}: {err}") from None
         if arr.dtype != np.uint8 or arr.ndim != 4:
             raise UserError(f"--samples: 'images' must be uint8 (N, C, H, W), got {arr.dtype} {arr.shape}")
         images = torch.from_numpy(arr[:n].copy())
-        m = score_images(images, dataset, **common)
+        labels = None if file_labels is None or not class_acc else torch.from_numpy(file_labels[:n].astype(np.int64))
+        if labels is not None and len(labels) != len(images):
+            raise UserError(f"--samples: {samples} holds {len(arr)} images but {len(file_labels)} labels")
+        m = score_images(images, dataset, labels=labels, **common)
         rec = record("samples-file", m, samples=str(samples), dataset=dataset, n=len(images), device=str(dev),
                      scoring_seconds=m["seconds"])  # fmt: skip
         path = out or samples.with_suffix(".eval.json")
@@ -238,7 +282,8 @@ def eval_cmd(
         t0 = time.perf_counter()
         recon = reconstruct(tok, originals, dev, batch_size)
         t_rec = time.perf_counter() - t0
-        m = score_images(recon, ds_spec, **common, title="reconstruction features")
+        m = score_images(recon, ds_spec, **common, title="reconstruction features",
+                         labels=test.labels[: len(originals)] if class_acc else None)
         m["psnr"] = _psnr(recon, originals)
         rec = record("reconstruction", m, tokenizer=str(tokenizer), tokenizer_name=name, scales=list(tok.scales),
                      vocab_size=tok.codebook_size, dataset=ds_spec, n=len(originals), device=str(dev),

@@ -127,13 +127,16 @@ def train_run(
     quiet: bool = False,
     image_size: int | None = None,
     resume_hint: str | None = None,
+    on_step=None,
 ) -> dict:
     """Build everything from options, train under the budget, write the run directory. Used by
     `train`, and by `compare`/`ablate` for every row, so all rows go through the same code.
 
     Everything is validated before the first write: options, dataset, tokenizer and, on `resume`,
     the run's identity (tokenizer hash, order, backbone, train config, dataset hash) against its
-    latest verified checkpoint. One process at a time may write `out` (`RunLock`)."""
+    latest verified checkpoint. One process at a time may write `out` (`RunLock`).
+    `on_step(trainer, metrics)`, when given, runs after every optimizer step (compare evaluates
+    checkpoints along training with it)."""
     sections = sections or {}
     registry("orders").get(order_name)
     device = resolve_device((train_opts or {}).get("device") or sections.get("train", {}).get("device", "auto"))
@@ -169,7 +172,7 @@ def train_run(
             order_name, order, out, lock, w, device, bb, bud, tcfg, sampler, dataset_spec=dataset_spec,
             tokenizer_spec=tokenizer_spec, tokenizer_steps=tokenizer_steps, tokenizer_minutes=tokenizer_minutes,
             resume=resume, samples_per_class=samples_per_class, quiet=quiet, resume_hint=resume_hint,
-            image_size=image_size, tokenizer_options=tok_opts,
+            image_size=image_size, tokenizer_options=tok_opts, on_step=on_step,
         )  # fmt: skip
     finally:
         lock.release()
@@ -177,7 +180,7 @@ def train_run(
 
 def _train_locked(order_name, order, out: Path, lock: RunLock, w, device, bb, bud, tcfg, sampler, *, dataset_spec,
                   tokenizer_spec, tokenizer_steps, tokenizer_minutes, resume, samples_per_class, quiet,
-                  resume_hint, image_size=None, tokenizer_options=None) -> dict:  # fmt: skip
+                  resume_hint, image_size=None, tokenizer_options=None, on_step=None) -> dict:  # fmt: skip
     ds = load_dataset(dataset_spec, "train", image_size=image_size)
     given_spec, dataset_spec = dataset_spec, absolute_dataset_spec(dataset_spec)  # runs record the absolute one
     found = None
@@ -275,10 +278,12 @@ def _train_locked(order_name, order, out: Path, lock: RunLock, w, device, bb, bu
             if not w.main:  # other torchrun processes: train, then leave the grid and summary to rank 0
                 return trainer.fit(should_stop=should_stop)
             with progress_bar(f"train {order_name}", total=1000) as update:
-                summary = trainer.fit(
-                    progress=lambda f, m: update(int(f * 1000), info=f"loss {m['loss']:.3f} acc {m['acc']:.3f}"),
-                    should_stop=should_stop,
-                )
+                def step_done(f: float, m: dict) -> None:
+                    update(int(f * 1000), info=f"loss {m['loss']:.3f} acc {m['acc']:.3f}")
+                    if on_step is not None:
+                        on_step(trainer, m)
+
+                summary = trainer.fit(progress=step_done, should_stop=should_stop)
     if summary["stopped_by"] == "interrupted":
         how = f"resume with: {resume_hint}" if resume_hint else "rerun the same command to resume"
         raise RunInterrupted(

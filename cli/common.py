@@ -118,6 +118,42 @@ def make_sampler(sections: dict, **cli: Any) -> Sampler:
     return registry("samplers").get(name)(cfg)
 
 
+def tokenizer_cache_entry(name: str, dataset_spec: str, dataset, budget: dict[str, Any],
+                          train_opts: dict[str, Any] | None = None,
+                          tokenizer_opts: dict[str, Any] | None = None) -> tuple[Path, str]:
+    """(folder, key) of the cached tokenizer `name` trained on `dataset` under `budget` with
+    `train_opts`: TOKENIZER_CACHE/<preset>-<dataset>-<short key>, the key hashing the preset's
+    config, the budget, the training options and the dataset's content (not its path)."""
+    from genorder.classifier import dataset_label
+    from genorder.hashing import config_fingerprint, dataset_fingerprint, short
+
+    config = build_config(registry("tokenizers").config_class(name), tokenizer_opts, section="tokenizer")
+    key = config_fingerprint({
+        "preset": name, "config": config.model_dump(mode="json"), "budget": budget,
+        "train": {k: v for k, v in (train_opts or {}).items() if v is not None},
+        "dataset": dataset_fingerprint(dataset),
+    })  # fmt: skip
+    return TOKENIZER_CACHE / f"{name}-{dataset_label(dataset_spec)}-{short(key)}", key
+
+
+def _cached_tokenizer(folder: Path, key: str) -> dict[str, Any] | None:
+    """The metrics of the tokenizer cached in `folder` when its key and its tensors' hash still
+    match what was recorded when it was trained; None otherwise (then it is retrained)."""
+    import json
+
+    from genorder.checkpoint import load_checkpoint
+    from genorder.hashing import tensors_fingerprint
+
+    try:
+        record = json.loads((folder / "cache.json").read_text())
+        state, _ = load_checkpoint(folder / "tokenizer")
+    except (OSError, ValueError, UserError):
+        return None
+    if record.get("key") != key or record.get("tensors") != tensors_fingerprint(state):
+        return None
+    return record.get("metrics", {})
+
+
 def resolve_tokenizer(
     spec: str | None,
     order,
@@ -128,15 +164,24 @@ def resolve_tokenizer(
     minutes: float | None = None,
     may_train: bool = True,
     options: dict[str, Any] | None = None,
+    train_opts: dict[str, Any] | None = None,
+    quiet: bool = False,
+    tokenizer_opts: dict[str, Any] | None = None,
 ):
     """A tokenizer checkpoint (file, stem, or a run / tokenizer folder), or a preset name (default:
     the preset declared for the order's kind and the dataset's shape) trained on the dataset first
-    (for `steps`, capped at `minutes` when given) when no cached one exists; `options`
+    (for `steps`, capped at `minutes` when given; `train_opts` such as lr and batch_size) unless the
+    content-keyed cache holds one (`tokenizer_cache_entry`). `options` / `tokenizer_opts`
     (`--set tokenizer.*`) configure the preset, whose channels and size default to the dataset's.
     Returns (tokenizer, checkpoint stem)."""
+    import json
+
+    from genorder.checkpoint import atomic_write, load_checkpoint
+    from genorder.hashing import tensors_fingerprint
     from genorder.runs import load_tokenizer
     from genorder.tokenizer_training import configure_for_dataset
 
+    options = {**(options or {}), **(tokenizer_opts or {})}
     if spec and is_checkpoint_spec(spec):
         if options:
             raise UserError(f"--set tokenizer.* configures a preset; {spec} is a trained checkpoint")
@@ -144,10 +189,17 @@ def resolve_tokenizer(
         tok, _ = load_tokenizer(stem, device)
         return tok, stem
     name, options = configure_for_dataset(spec, order.tokenizer_kind, dataset.channels, dataset.image_size, options)
-    safe = dataset_spec.replace("/", "_").replace(":", "_")
-    stem = TOKENIZER_CACHE / f"{name}-{safe}" / "tokenizer"
-    if stem.with_suffix(".safetensors").exists():
-        console.print(f"using the cached tokenizer [bold]{stem}[/bold]")
+    budget = {"steps": steps} if minutes is None else {"steps": steps, "minutes": minutes}
+    folder, key = tokenizer_cache_entry(name, dataset_spec, dataset, budget, train_opts, options)
+    stem = folder / "tokenizer"
+    cached = _cached_tokenizer(folder, key)
+    if cached is not None:
+        if not quiet:
+            psnr = cached.get("psnr")
+            console.print(
+                f"using the cached tokenizer [bold]{stem}[/bold] ({cached.get('steps')} steps, "
+                f"{cached.get('eval_split', 'test')} PSNR {'?' if psnr is None else f'{psnr:.2f}'} dB)"
+            )
         tok, _ = load_tokenizer(stem, device)
         return tok, stem
     if not may_train:
@@ -155,19 +207,24 @@ def resolve_tokenizer(
             f"no trained tokenizer at {stem}: under torchrun, train it first in one process "
             f"(genorder train-tokenizer --tokenizer {name} --out {stem.parent}) or pass --tokenizer CKPT"
         )
-    budget = {"steps": steps} if minutes is None else {"steps": steps, "minutes": minutes}
-    cap = "" if minutes is None else f" or {minutes:g} minutes, whichever comes first"
-    console.print(
-        f"no tokenizer given: training [bold]{name}[/bold] on {dataset_spec} first ({steps} steps{cap}) -> {stem.parent}"
-    )
+    cap = "" if minutes is None else f" or {minutes:g} minutes, whichever comes first (load-dependent)"
+    if not quiet:
+        console.print(
+            f"no tokenizer given: training [bold]{name}[/bold] on {dataset_spec} first ({steps} steps{cap}) -> {folder}"
+        )
     from genorder_cli.cmd_tokenizer import train_tokenizer_run
 
-    m = train_tokenizer_run(name, dataset, stem.parent, budget, device=str(device), dataset_spec=dataset_spec,
-                            tokenizer_opts=options)  # fmt: skip
-    console.print(
-        f"tokenizer {name}: {m['steps']} steps, {m['eval_split']} PSNR {m['psnr']:.2f} dB, "
-        f"codes used at the last scale {m['usage_pct'][-1]:.0f}% (grid: {stem.parent / 'reconstructions.png'})"
-    )
+    m = train_tokenizer_run(name, dataset, folder, budget, device=str(device), dataset_spec=dataset_spec,
+                            train_opts=train_opts, tokenizer_opts=options, quiet=quiet)  # fmt: skip
+    state, _ = load_checkpoint(stem)
+    record = {"key": key, "tensors": tensors_fingerprint(state), "preset": name, "dataset": dataset_spec,
+              "budget": budget, "train": train_opts or {}, "tokenizer": options, "metrics": m}  # fmt: skip
+    atomic_write(folder / "cache.json", lambda tmp: tmp.write_text(json.dumps(record, indent=2, default=str)))
+    if not quiet:
+        console.print(
+            f"tokenizer {name}: {m['steps']} steps, {m['eval_split']} PSNR {m['psnr']:.2f} dB, "
+            f"codes used at the last scale {m['usage_pct'][-1]:.0f}% (grid: {folder / 'reconstructions.png'})"
+        )
     tok, _ = load_tokenizer(stem, device)
     return tok, stem
 

@@ -122,7 +122,7 @@ def class_accuracy(classifier: Classifier, images: torch.Tensor, labels: torch.T
 # -- training and the cache ---------------------------------------------------------------------
 
 
-def _dataset_label(dataset_spec: str) -> str:
+def dataset_label(dataset_spec: str) -> str:
     """A folder-safe name: "fashion-mnist", "npz-mydata", "imagefolder-photos"."""
     from genorder.data import parse_spec
 
@@ -210,7 +210,7 @@ def load_or_train_classifier(
     train, test = _load_splits(dataset_spec, config)
     dataset_hash = config_fingerprint({"train": dataset_fingerprint(train), "test": dataset_fingerprint(test)})
     key = cache_key(dataset_hash, config)
-    stem = Path(cache_root) / f"{_dataset_label(dataset_spec)}-{short(key)}" / STEM
+    stem = Path(cache_root) / f"{dataset_label(dataset_spec)}-{short(key)}" / STEM
     cached = _try_load(stem, key, device)
     if cached is not None:
         clf, meta = cached

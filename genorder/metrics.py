@@ -429,20 +429,24 @@ def default_cache_dir() -> Path:
 
 
 def _dataset_tag(dataset_spec: str) -> str:
-    """A file-name-safe tag for a dataset spec; specs with a path get a hash of the file's contents
-    (or of the path, for folders), so that a changed file is a new cache entry."""
+    """A file-name-safe tag for a dataset spec: its name, plus the path's stem for specs with a
+    path (the content hash is added by `reference_key`)."""
     from genorder.data import parse_spec
 
     name, arg = parse_spec(dataset_spec)
     if arg is None:
         return name
-    p = Path(arg).expanduser()
-    digest = file_sha1(p)[:12] if p.is_file() else hashlib.sha1(str(p.resolve()).encode()).hexdigest()[:12]
-    return f"{name}-{digest}"
+    label = f"{name}-{Path(arg).expanduser().stem or 'data'}"
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in label)
 
 
-def reference_key(dataset_spec: str, split: str, n: int, extractor: str) -> str:
-    return f"{_dataset_tag(dataset_spec)}-{split}-{n}-{extractor}"
+def reference_key(dataset_spec: str, split: str, n: int, extractor: str, content: str | None = None) -> str:
+    """Cache key of a reference set: dataset tag, split, n, extractor and (when given) a short hash
+    of the images' content, so a changed dataset is a new cache entry."""
+    from genorder.hashing import short
+
+    tail = f"-{short(content)}" if content else ""
+    return f"{_dataset_tag(dataset_spec)}-{split}-{n}-{extractor}{tail}"
 
 
 def load_reference(key: str, cache_dir: str | Path | None = None) -> torch.Tensor:
@@ -466,25 +470,55 @@ def reference_features(
     module: nn.Module | None = None,
 ) -> tuple[str, torch.Tensor]:
     """Features (M, D) of the first n images (default all) of a dataset split, computed once and
-    cached as CACHE/<dataset>-<split>-<n>-<extractor>.npz (with the weights' sha1: other weights
+    cached as CACHE/<dataset>-<split>-<n>-<extractor>-<content hash>.npz. The entry is reused only
+    when the hash of those images' pixels and the weights' sha1 match (other content or weights
     recompute). `module`: an already built extractor of that name. Returns (key, features)."""
     from genorder.data import load_dataset
+    from genorder.hashing import tensors_fingerprint
 
     ds = load_dataset(dataset_spec, split)
     n = len(ds) if n is None else min(n, len(ds))
-    key = reference_key(dataset_spec, split, n, extractor)
+    content = tensors_fingerprint({"images": ds.images[:n]})  # the pixels scored, not the path
+    key = reference_key(dataset_spec, split, n, extractor, content)
     info = extractor_info(extractor)
     cache = Path(cache_dir or default_cache_dir())
     path = cache / f"{key}.npz"
     if path.is_file():
-        with np.load(path, allow_pickle=False) as z:
-            meta = json.loads(str(z["meta"]))
-            if meta.get("weights_sha1") == info["weights_sha1"]:
-                return key, torch.from_numpy(z["features"])
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                meta = json.loads(str(z["meta"]))
+                feats = torch.from_numpy(z["features"])
+        except (OSError, ValueError, KeyError, json.JSONDecodeError):
+            meta, feats = {}, None  # a bad cache file is recomputed
+        if meta.get("weights_sha1") == info["weights_sha1"] and meta.get("content") == content and feats is not None \
+                and feats.shape == (n, info["dim"]):
+            return key, feats
     feats = extract_features(ds.images[:n], module or extractor, device, batch_size, progress)
-    meta = {"dataset": dataset_spec, "split": split, "n": n, **info}
+    meta = {"dataset": dataset_spec, "split": split, "n": n, "content": content, **info}
     save_npz(path, features=feats.numpy(), meta=np.array(json.dumps(meta)))
     return key, feats
+
+
+def fid_floor(
+    dataset_spec: str,
+    n: int,
+    *,
+    ref_n: int | None = None,
+    extractor: str = INCEPTION,
+    device: str | torch.device = "cpu",
+    cache_dir: str | Path | None = None,
+    batch_size: int = 64,
+    module: nn.Module | None = None,
+) -> dict[str, Any]:
+    """The real-against-real FID at n: the first n images of the *train* split scored like n
+    generated images against the test-split reference. FID is biased upward at small n, so a
+    generated set's FID means something only next to this floor. Both feature sets are cached.
+
+    Returns {"fid_floor", "n", "ref_n", "reference_key"}."""
+    key, real_MD = reference_features(dataset_spec, "test", ref_n, extractor, device, cache_dir, batch_size, module=module)
+    _, train_ND = reference_features(dataset_spec, "train", n, extractor, device, cache_dir, batch_size, module=module)
+    fid = metrics_from_features(train_ND, real_MD, fid=True, kid=False, prc=False)["fid"]
+    return {"fid_floor": float(fid), "n": len(train_ND), "ref_n": len(real_MD), "reference_key": key}
 
 
 # -- the metrics --------------------------------------------------------------------------------

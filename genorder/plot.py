@@ -126,3 +126,90 @@ def line_plot(
     p.parent.mkdir(parents=True, exist_ok=True)
     img.save(p, format="PNG")
     return p
+
+
+Band = list[tuple[float, float, float, float]]  # [(x, mean, low, high), ...]
+
+
+def band_panels(panels: list[dict], path: str | Path, title: str, cols: int = 2) -> Path:
+    """Several small plots in one PNG (`genorder compare`'s comparison_curves.png). Each panel is a
+    dict: "title", "xlabel", "ylabel", "series" {label: Band} (a line through the means and a shaded
+    band between low and high, e.g. the min and max over seeds), optional "hline" (value, label)
+    drawn dashed (e.g. the real-against-real FID floor) and "xlog" (log2 x axis). The same label has
+    the same colour in every panel."""
+    from PIL import Image, ImageDraw
+
+    pw_, ph_ = 620, 400
+    rows = max(1, math.ceil(len(panels) / cols))
+    W, H = pw_ * cols, ph_ * rows + 40
+    img = Image.new("RGB", (W, H), "white")
+    d = ImageDraw.Draw(img, "RGBA")
+    f_title, f_axis, f_tick = _font(18), _font(14), _font(12)
+    d.text((12, 8), title, fill="black", font=f_title)
+    labels: list[str] = []
+    for p in panels:
+        labels += [k for k in p["series"] if k not in labels]
+    colour = {k: COLORS[i % len(COLORS)] for i, k in enumerate(labels)}
+    for i, p in enumerate(panels):
+        ox, oy = (i % cols) * pw_, 40 + (i // cols) * ph_
+        left, right, top, bottom = ox + 75, ox + pw_ - 20, oy + 30, oy + ph_ - 55
+        d.text((ox + 75, oy + 6), p.get("title", ""), fill="black", font=f_axis)
+        xlog = bool(p.get("xlog"))
+        fx = (lambda v: math.log2(v)) if xlog else float
+        pts = [(x, y) for s in p["series"].values() for x, m, lo, hi in s for y in (m, lo, hi)
+               if y is not None and (x > 0 or not xlog)]
+        if p.get("hline") is not None:
+            pts.append((pts[0][0] if pts else 1.0, p["hline"][0]))
+        d.rectangle([left, top, right, bottom], outline="black")
+        if not pts:
+            d.text((left + 10, (top + bottom) // 2), "no data", fill="black", font=f_axis)
+            continue
+        xs, ys = [fx(x) for x, _ in pts], [y for _, y in pts]
+        x0, x1 = min(xs), max(xs)
+        y0, y1 = min(ys), max(ys)
+        padx, pady = 0.04 * (x1 - x0 or 1), 0.08 * (y1 - y0 or 1)
+        x0, x1, y0, y1 = x0 - padx, x1 + padx, y0 - pady, y1 + pady
+
+        def xy(x: float, y: float) -> tuple[float, float]:
+            return (left + (fx(x) - x0) / (x1 - x0) * (right - left), top + (y1 - y) / (y1 - y0) * (bottom - top))
+
+        inv = (lambda v: 2.0**v) if xlog else (lambda v: v)
+        xt = log_ticks(inv(x0), inv(x1)) if xlog else linear_ticks(x0, x1, 5)
+        for xv in xt:
+            x, _ = xy(xv, y0)
+            d.line([x, top, x, bottom], fill=(232, 232, 232))
+            lab = fmt_number(xv) if abs(xv) < 1e9 else f"{xv:.1e}"
+            d.text((x - 3.5 * len(lab), bottom + 5), lab, fill="black", font=f_tick)
+        for yv in linear_ticks(y0, y1, 5):
+            _, y = xy(inv(x0), yv)
+            d.line([left, y, right, y], fill=(232, 232, 232))
+            lab = fmt_number(yv)
+            d.text((left - 8 - 6.5 * len(lab), y - 7), lab, fill="black", font=f_tick)
+        d.text(((left + right) / 2 - 3.5 * len(p.get("xlabel", "")), bottom + 24), p.get("xlabel", ""), fill="black", font=f_axis)
+        d.text((ox + 6, oy + 6), p.get("ylabel", ""), fill="black", font=f_tick)
+        if p.get("hline") is not None:
+            yv, lab = p["hline"]
+            _, y = xy(inv(x0), yv)
+            for xa in range(int(left), int(right), 14):
+                d.line([xa, y, min(xa + 7, right), y], fill=(90, 90, 90), width=2)
+            d.text((left + 6, y - 16), lab, fill=(60, 60, 60), font=f_tick)
+        for label, s in p["series"].items():
+            col = colour[label]
+            s = sorted((x, m, lo, hi) for x, m, lo, hi in s if m is not None and (x > 0 or not xlog))
+            if len(s) > 1 and any(hi != lo for _, _, lo, hi in s):
+                poly = [xy(x, hi) for x, _, _, hi in s] + [xy(x, lo) for x, _, lo, _ in reversed(s)]
+                d.polygon(poly, fill=(*col, 60))
+            line = [xy(x, m) for x, m, _, _ in s]
+            if len(line) > 1:
+                d.line(line, fill=col, width=3)
+            for x, y in line:
+                d.ellipse([x - 3, y - 3, x + 3, y + 3], fill=col)
+    for i, label in enumerate(labels):  # one legend for every panel
+        lx = W - 170
+        ly = 10 + 18 * i
+        d.line([lx, ly + 7, lx + 26, ly + 7], fill=colour[label], width=3)
+        d.text((lx + 32, ly), label[:20], fill="black", font=f_tick)
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    img.save(out, format="PNG", optimize=True)
+    return out

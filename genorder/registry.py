@@ -165,12 +165,12 @@ def _distribution(plugin: str) -> str:
 
 
 @cache
-def _default() -> tuple[dict[str, Registry], tuple[PluginProblem, ...]]:
+def _default() -> tuple[dict[str, Registry], tuple[PluginProblem, ...], frozenset[str]]:
     problems: list[PluginProblem] = []
     pm = make_plugin_manager(load_entrypoints=False)
     builtin = load_entry_points(pm, problems)
     regs = collect(pm, problems, builtin)
-    return regs, tuple(problems)
+    return regs, tuple(problems), frozenset(builtin)
 
 
 def registry(kind: str) -> Registry:
@@ -178,6 +178,13 @@ def registry(kind: str) -> Registry:
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}")
     return _default()[0][kind]
+
+
+def builtin_names(kind: str) -> list[str]:
+    """Names of `kind` registered by genorder's own built-in plugins (the defaults of `compare`)."""
+    regs, _, builtin = _default()
+    reg = registry(kind)
+    return [n for n in reg.names() if reg.entries[n].plugin in builtin]
 
 
 def plugin_problems() -> list[PluginProblem]:

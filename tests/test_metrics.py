@@ -126,7 +126,7 @@ def test_compute_metrics_with_bootstrap_reports_an_interval():
 def test_reference_features_are_computed_once_then_cached(tmp_path, monkeypatch):
     key, feats = M.reference_features("shapes", "test", 48, M.TINY, cache_dir=tmp_path)
     assert feats.shape == (48, 64)
-    assert key == "shapes-test-48-genorder-tiny-random"
+    assert key.startswith("shapes-test-48-genorder-tiny-random-")  # + a hash of the images' content
     assert (tmp_path / f"{key}.npz").is_file()
 
     def boom(*a, **k):
@@ -138,6 +138,29 @@ def test_reference_features_are_computed_once_then_cached(tmp_path, monkeypatch)
     assert torch.equal(M.load_reference(key, tmp_path), feats)
     with pytest.raises(UserError, match="no cached reference"):
         M.load_reference("nope", tmp_path)
+
+
+def test_reference_cache_is_keyed_by_content_not_path(tmp_path):
+    data = tmp_path / "set.npz"
+    np.savez(data, images=images(40, 0).numpy(), labels=np.zeros(40, np.int64))
+    key, feats = M.reference_features(f"npz:{data}", "test", 30, M.TINY, cache_dir=tmp_path / "c")
+    np.savez(data, images=images(40, 9).numpy(), labels=np.zeros(40, np.int64))  # same path, new pixels
+    key2, feats2 = M.reference_features(f"npz:{data}", "test", 30, M.TINY, cache_dir=tmp_path / "c")
+    assert key2 != key and not torch.equal(feats2, feats)
+    assert torch.equal(feats2, M.extract_features(images(40, 9)[:30], M.TINY))  # recomputed from the new file
+
+
+def test_fid_floor_is_real_against_real_at_the_same_n(tmp_path):
+    from genorder.data import load_dataset
+
+    floor = M.fid_floor("shapes", 40, ref_n=60, extractor=M.TINY, cache_dir=tmp_path)
+    assert floor["n"] == 40 and floor["ref_n"] == 60
+    train = load_dataset("shapes", "train").images[:40]
+    test = load_dataset("shapes", "test").images[:60]
+    direct = M.compute_metrics(train, test, kid=False, prc=False, extractor=M.TINY)["fid"]
+    assert floor["fid_floor"] == pytest.approx(direct, rel=1e-6) and floor["fid_floor"] > 0
+    # a bigger n lowers the small-sample bias
+    assert M.fid_floor("shapes", 400, ref_n=60, extractor=M.TINY, cache_dir=tmp_path)["fid_floor"] < floor["fid_floor"]
 
 
 def test_compute_metrics_against_a_dataset_spec(tmp_path):
@@ -225,3 +248,39 @@ def test_eval_cli_scores_a_samples_file(tmp_path, monkeypatch):
     rec = json.loads((tmp_path / "s.eval.json").read_text())
     assert abs(rec["metrics"]["fid"]) < 1e-6 and rec["metrics"]["isc"] is None
     assert rec["n_fake"] == 24 and rec["feature_extractor"] == M.TINY and "date" in rec
+
+
+def test_eval_cli_reports_class_accuracy_and_the_floor(tmp_path, monkeypatch):
+    import json
+
+    from typer.testing import CliRunner
+
+    from genorder.data import render_shapes
+    from genorder_cli.main import app
+
+    monkeypatch.setenv("GENORDER_FID_CACHE", str(tmp_path / "cache"))
+    train, ytrain = render_shapes(128, 16, seed=1)
+    test, ytest = render_shapes(48, 16, seed=2)
+    np.savez(tmp_path / "d.npz", images=train.numpy(), labels=ytrain.numpy(), test_images=test.numpy(),
+             test_labels=ytest.numpy())  # fmt: skip
+    # "samples": real test images, half of them labelled with another class than the one they show
+    wrong = ytest.clone()
+    wrong[:24] = (wrong[:24] + 1) % 4
+    np.savez(tmp_path / "s.npz", images=test.numpy(), labels=wrong.numpy())
+    r = CliRunner().invoke(app, ["eval", "--samples", str(tmp_path / "s.npz"), "--dataset", f"npz:{tmp_path / 'd.npz'}",
+                                 "--extractor", M.TINY, "--kid-subsets", "3", "--classifier-cache", str(tmp_path / "clf")],
+                           terminal_width=200)  # fmt: skip
+    assert r.exit_code == 0, r.output
+    rec = json.loads((tmp_path / "s.eval.json").read_text())
+    c = rec["metrics"]["class_acc"]
+    assert c["n"] == 48 and c["lo"] <= c["acc"] <= c["hi"]
+    # the score is the cached classifier's agreement with the requested labels, not with the true ones
+    from genorder.classifier import load_or_train_classifier
+
+    clf, info = load_or_train_classifier(f"npz:{tmp_path / 'd.npz'}", cache_root=tmp_path / "clf")
+    assert info["reused"] and c["classifier"] == info["path"]
+    pred = clf.predict(test)
+    assert c["acc"] == pytest.approx(float((pred == wrong).double().mean()))
+    assert c["classifier_test_accuracy"] == pytest.approx(float((pred == ytest).double().mean()))
+    assert rec["metrics"]["fid_floor"] > 0  # 48 train images against the 48 test images
+    assert "class accuracy" in r.output and "FID floor" in r.output

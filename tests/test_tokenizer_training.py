@@ -33,7 +33,7 @@ def test_colour_check_sees_grey_and_swapped_channels():
 
 
 def test_presets_are_chosen_by_declaration():
-    assert default_tokenizer("multi-scale", 1, 32) == "msvq-fmnist"
+    assert default_tokenizer("multi-scale", 1, 32) == "msvq-fmnist-cpu"  # the 8x8-token CPU regime
     assert default_tokenizer("single-scale", 3, 64) == "vq-rgb64"
     assert default_tokenizer("multi-scale", 3, 256) == "var-256"
     with pytest.raises(UserError, match="declared: .*3x64px"):

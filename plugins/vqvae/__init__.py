@@ -9,6 +9,8 @@ so any field can still be overridden, e.g. `create("msvq-fmnist", {"vocab_size":
 | `var-256`     | same as `msvq`: VAR's released tokenizer, exactly 108,948,355 parameters                  |
 | `msvq-fmnist` | 1 x 32  | 32 / (1,2)        | 2 enc, 3 dec | 32 | 1024 | (1,2,3,4,5,6,8,10,13,16) | 0.96M   |
 | `vq-fmnist`   | 1 x 32  | 32 / (1,2)        | 2 enc, 3 dec | 32 | 1024 | (16,)                    | 0.93M   |
+| `msvq-fmnist-cpu` | 1 x 32 | 16 / (1,2,2)  | 1 enc, 1 dec | 16 | 512  | (1,2,3,4,6,8)            | 0.22M   |
+| `vq-fmnist-cpu`   | 1 x 32 | 16 / (1,2,2)  | 1 enc, 1 dec | 16 | 512  | (8,)                     | 0.22M   |
 | `msvq-tiny`   | 1 x 16  | 16 / (1,2,2)      | 1 enc, 1 dec | 8  | 64   | (1,2,4)                  | 0.20M   |
 | `vq-tiny`     | 1 x 16  | 16 / (1,2,2)      | 1 enc, 1 dec | 8  | 64   | (4,)                     | 0.20M   |
 | `msvq-rgb32`  | 3 x 32  | 32 / (1,2)        | 2 enc, 3 dec | 32 | 1024 | (1,2,3,4,5,6,8,10,13,16) | 0.96M   |
@@ -76,9 +78,9 @@ MS, SS = "multi-scale", "single-scale"  # the order kinds a preset serves
 VAR256 = preset("var-256", "VAR256VQVAE", "VAR's released 256 px tokenizer (vae_ch160v4096z32).",
                 default_for=(DefaultFor(MS, 3, 256),))
 MSVQFmnist = preset("msvq-fmnist", "MSVQFmnist", "10-scale tokenizer for 32 px Fashion-MNIST.",
-                    default_for=(DefaultFor(MS, 1, 32),), scales=FMNIST_SCALES, **_FMNIST)
+                    scales=FMNIST_SCALES, **_FMNIST)
 VQFmnist = preset("vq-fmnist", "VQFmnist", "Single-scale (16x16) tokenizer for 32 px Fashion-MNIST.",
-                  default_for=(DefaultFor(SS, 1, 32),), scales=(16,), phi_share=1, **_FMNIST)
+                  scales=(16,), phi_share=1, **_FMNIST)
 MSVQTiny = preset("msvq-tiny", "MSVQTiny", "Tiny 16 px 3-scale tokenizer for tests.",
                   default_for=(DefaultFor(MS, 1, 16), DefaultFor(MS, 3, 16)), scales=(1, 2, 4), phi_share=0, **_TINY)
 VQTiny = preset("vq-tiny", "VQTiny", "Tiny 16 px single-scale tokenizer for tests.",
@@ -100,6 +102,17 @@ VQRgb64 = preset("vq-rgb64", "VQRgb64", "Single-scale (16x16) RGB tokenizer for 
 VQ256 = preset("vq-256", "VQ256", "Single-scale (16x16) partner of var-256 for 256 px colour images (GPU).",
                default_for=(DefaultFor(SS, 3, 256),), scales=(16,), phi_share=1)
 
+# The CPU regime (issue 9): f = 4, so 8x8 tokens at 32 px (130 next-scale tokens, 64 raster/MaskGIT
+# tokens), no attention, one res block per level: a step costs a fraction of msvq-fmnist's, so a few
+# hundred steps fit in the 2-core budget of `genorder compare`. Measured figures: docs/RESULTS.md.
+_FMNIST_CPU = dict(image_size=32, channels=1, ch=16, ch_mult=(1, 2, 2), enc_res_blocks=1, dec_res_blocks=1,
+                   attn=False, mid_attn=False, latent_dim=16, vocab_size=512)
+CPU_SCALES = (1, 2, 3, 4, 6, 8)
+MSVQFmnistCPU = preset("msvq-fmnist-cpu", "MSVQFmnistCPU", "6-scale f=4 tokenizer (8x8 tokens) for 32 px Fashion-MNIST on a CPU.",
+                       default_for=(DefaultFor(MS, 1, 32),), scales=CPU_SCALES, **_FMNIST_CPU)
+VQFmnistCPU = preset("vq-fmnist-cpu", "VQFmnistCPU", "Single-scale 8x8 f=4 tokenizer for 32 px Fashion-MNIST on a CPU.",
+                     default_for=(DefaultFor(SS, 1, 32),), scales=(8,), phi_share=1, **_FMNIST_CPU)
+
 PRESETS: dict[str, type[MultiScaleVQVAE]] = {
     "msvq": MultiScaleVQVAE,
     "var-256": VAR256,
@@ -113,6 +126,8 @@ PRESETS: dict[str, type[MultiScaleVQVAE]] = {
     "msvq-rgb64": MSVQRgb64,
     "vq-rgb64": VQRgb64,
     "vq-256": VQ256,
+    "msvq-fmnist-cpu": MSVQFmnistCPU,
+    "vq-fmnist-cpu": VQFmnistCPU,
 }
 
 
