@@ -48,7 +48,7 @@ def tiny(data: str, out: str, *extra: str) -> list[str]:
 
 def test_compare_twice_gives_the_same_json_and_writes_every_curve_point(tmp_path):
     data = shapes_npz(tmp_path / "shapes.npz")
-    r = invoke(*tiny(data, "a"))
+    r = invoke(*tiny(data, "a", "--fid-points", "all"))  # the GPU default; on a CPU FID is at the last point
     assert r.exit_code == 0, r.output
     doc = json.loads((tmp_path / "a" / "comparison.json").read_text())
     assert [row["order"] for row in doc["rows"]] == ["maskgit", "next-scale", "raster"]  # the built-ins, by name
@@ -73,11 +73,11 @@ def test_compare_twice_gives_the_same_json_and_writes_every_curve_point(tmp_path
     other = tmp_path / "elsewhere"
     other.mkdir()
     os.chdir(other)
-    r = invoke(*tiny(data, "b"))
+    r = invoke(*tiny(data, "b", "--fid-points", "all"))
     assert r.exit_code == 0, r.output
     assert (other / "b" / "comparison.json").read_text() == (tmp_path / "a" / "comparison.json").read_text()
     # and a third call in the same folder reuses every finished run
-    r = invoke(*tiny(data, "b"))
+    r = invoke(*tiny(data, "b", "--fid-points", "all"))
     assert r.exit_code == 0 and r.output.count("finished run found") == 6
     assert "using the cached tokenizer" in " ".join(r.output.split())
     assert (other / "b" / "comparison.json").read_text() == (tmp_path / "a" / "comparison.json").read_text()
