@@ -347,8 +347,7 @@ def compare(
         "evaluation": {"n": n, "class_balanced": True, "ref_n": ref, "extractor": None if no_fid else extractor,
                        "fid_points": None if no_fid else fid_points,
                        "heldout_images": held, "heldout_split": "test[:heldout_images]"},
-        "classifier": {"path": clf_info["path"], "test_accuracy": clf_info["test_accuracy"],
-                       "dataset_hash": clf_info["dataset_hash"]},
+        "classifier": {"test_accuracy": clf_info["test_accuracy"], "dataset_hash": clf_info["dataset_hash"]},
         "fid_floor": floor,
         "tokenizers": {k: {kk: vv for kk, vv in v.items() if kk != "object"} for k, v in tokenizers.items()},
         "tokenizer_budget": {"steps": tok_steps, "minutes": tokenizer_minutes, **tok_train},
@@ -360,7 +359,7 @@ def compare(
     write_json(out / "comparison_timings.json", {
         "note": "wall-clock seconds: they depend on the machine and its load, so they live apart from comparison.json",
         "total_seconds": time.perf_counter() - t_start, "runs": timings, "lr_sweep": sweep_timings,
-        "classifier_reused": clf_info["reused"],
+        "classifier_reused": clf_info["reused"], "classifier_path": clf_info["path"],  # where it is cached: machine-specific
     })  # fmt: skip
     console.print(f"wrote {png}, {curves}, {loss_png}, {out / 'comparison.json'} and {out / 'comparison_timings.json'}")
 

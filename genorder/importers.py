@@ -14,6 +14,7 @@ accepted.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,39 @@ def read_state_dict(path: str | Path, prefix: str = "") -> dict[str, torch.Tenso
         if not obj:
             raise UserError(f"{p}: no tensor name starts with {prefix!r}")
     return obj
+
+
+def map_state(
+    state: Mapping[str, torch.Tensor],
+    ours: Mapping[str, torch.Tensor],
+    official_name: Callable[[str], str | None],
+    source: str,
+    used: set[str] | None = None,
+) -> dict[str, torch.Tensor]:
+    """Fill every tensor of `ours` (a model's state dict) from `state` (the official names): each
+    name maps through `official_name` (None: keep ours, e.g. a buffer the release does not store),
+    must exist with the same shape, and is cast to our dtype. Every key of `state` must be used
+    (by the mapping, or listed in `used` by the caller); otherwise a `UserError` names the first
+    offenders."""
+    used = set(used or ())
+    new: dict[str, torch.Tensor] = {}
+    for name, t in ours.items():
+        off = official_name(name)
+        if off is None:
+            new[name] = t
+            continue
+        if off not in state:
+            raise UserError(f"{source}: missing key {off!r} (needed for {name})")
+        src = state[off]
+        if tuple(src.shape) != tuple(t.shape):
+            raise UserError(f"{source}: {off} has shape {tuple(src.shape)}, expected {tuple(t.shape)}")
+        new[name] = src.to(t.dtype)
+        used.add(off)
+    extra = sorted(set(state) - used)
+    if extra:
+        more = f" (+{len(extra) - 3} more)" if len(extra) > 3 else ""
+        raise UserError(f"{source}: unexpected key(s) {', '.join(repr(k) for k in extra[:3])}{more}")
+    return new
 
 
 def source_record(path: str | Path, prefix: str = "") -> dict[str, str]:

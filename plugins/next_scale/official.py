@@ -28,6 +28,7 @@ from collections.abc import Mapping
 import torch
 
 from genorder.errors import UserError
+from genorder.importers import map_state
 from genorder.layout import TokenLayout, block_causal_groups, mask_from_groups
 from genorder.model import BackboneConfig, GenModel, build_model
 from genorder.tokenizer import Tokenizer
@@ -126,17 +127,6 @@ def convert(state: Mapping[str, torch.Tensor], tokenizer: Tokenizer, heads: int 
     layout = order.layout(tokenizer)
     used = _check_buffers(state, layout, cfg.depth, source)
     model = build_model(order, tokenizer, cfg, num_classes)
-    new = {}
-    for name, t in model.state_dict().items():
-        off = official_name(name)
-        src = _need(state, off, source)
-        if tuple(src.shape) != tuple(t.shape):
-            raise UserError(f"{source}: {off} has shape {tuple(src.shape)}, expected {tuple(t.shape)}")
-        new[name] = src.to(t.dtype)
-        used.add(off)
-    extra = sorted(set(state) - used)
-    if extra:
-        more = f" (+{len(extra) - 3} more)" if len(extra) > 3 else ""
-        raise UserError(f"{source}: unexpected key(s) {', '.join(repr(k) for k in extra[:3])}{more}")
+    new = map_state(state, model.state_dict(), official_name, source, used)
     model.load_state_dict(new)
     return model.eval(), order, cfg

@@ -30,6 +30,7 @@ from collections.abc import Mapping
 import torch
 
 from genorder.errors import UserError
+from genorder.importers import map_state
 from genorder_plugins.vqvae.tokenizer import MultiScaleVQVAE, MultiScaleVQVAEConfig
 
 
@@ -125,23 +126,6 @@ def convert(state: Mapping[str, torch.Tensor], scales: tuple[int, ...], quant_re
     cfg = infer_config(state, scales, quant_resi)
     tok = MultiScaleVQVAE(cfg)
     phi_kind = "ls" if cfg.phi_share > 1 else ("non" if cfg.phi_share == 0 else "shared")
-    ours = tok.state_dict()
-    new, used = {}, set()
-    for name, t in ours.items():
-        off = official_name(name, len(cfg.ch_mult), phi_kind)
-        if off is None:
-            new[name] = t
-            continue
-        if off not in state:
-            raise UserError(f"{source}: missing key {off!r} (needed for {name})")
-        src = state[off]
-        if tuple(src.shape) != tuple(t.shape):
-            raise UserError(f"{source}: {off} has shape {tuple(src.shape)}, expected {tuple(t.shape)}")
-        new[name] = src.to(t.dtype)
-        used.add(off)
-    extra = sorted(set(state) - used)
-    if extra:
-        more = f" (+{len(extra) - 3} more)" if len(extra) > 3 else ""
-        raise UserError(f"{source}: unexpected key(s) {', '.join(repr(k) for k in extra[:3])}{more}")
+    new = map_state(state, tok.state_dict(), lambda name: official_name(name, len(cfg.ch_mult), phi_kind), source)
     tok.load_state_dict(new)
     return tok.eval()
