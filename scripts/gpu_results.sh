@@ -120,7 +120,14 @@ if [[ $DRY == 1 ]]; then
   WHL=${GPU_RESULTS_WHEELS:-}
   if [[ -z $WHL ]]; then  # wheels.sh writes ./.whl and .git/info/exclude: run it in a scratch folder
     mkdir -p "$WORK/wheels/.git/info"
-    part wheels 120 "cd '$WORK/wheels' && bash '$ROOT/../shared/device/wheels.sh'"
+    if [[ -f $ROOT/../shared/device/wheels.sh ]]; then
+      part wheels 120 "cd '$WORK/wheels' && bash '$ROOT/../shared/device/wheels.sh'"
+    else  # a checkout without shared/ beside it: the same download wheels.sh makes
+      part wheels 120 "mkdir -p '$WORK/wheels/.whl' && $PY -m pip download -q --no-deps --only-binary=:all: \
+        --python-version 3.12 --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+        --platform manylinux2014_x86_64 -d '$WORK/wheels/.whl' pydantic pydantic-core annotated-types \
+        typing-inspection typing-extensions torch-fidelity"
+    fi
     WHL=$WORK/wheels/.whl
   fi
   part install 120 "$PY -m pip install -q --dry-run --no-index --no-deps --ignore-installed --only-binary=:all: \
