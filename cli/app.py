@@ -81,8 +81,9 @@ def _warn_plugin_problems() -> None:
 
 
 @contextmanager
-def progress_bar(description: str, total: int | None = None) -> Iterator[Callable[..., None]]:
-    """A rich progress bar; yields `update(done, total=None, **fields)` for library callbacks."""
+def progress_bar(description: str, total: int | None = None, disable: bool = False) -> Iterator[Callable[..., None]]:
+    """A rich progress bar; yields `update(done, total=None, **fields)` for library callbacks
+    (`disable`: draw nothing, e.g. in the worker processes of `compare`)."""
     columns = [
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -91,7 +92,7 @@ def progress_bar(description: str, total: int | None = None) -> Iterator[Callabl
         TimeRemainingColumn(),
         TextColumn("{task.fields[info]}"),
     ]
-    with Progress(*columns, console=console, transient=False) as prog:
+    with Progress(*columns, console=console, transient=False, disable=disable) as prog:
         task = prog.add_task(description, total=total, info="")
 
         def update(done: int, total: int | None = None, info: str = "") -> None:

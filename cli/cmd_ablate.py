@@ -147,7 +147,7 @@ def _check_out(out: Path, preset: Preset) -> None:
 @app.command("ablate")
 @guarded
 def ablate(
-    preset: Annotated[str, Opt(help="fmnist (Fashion-MNIST, sized for one H100), fmnist-regime (the CPU regime, about 3 CPU hours), fmnist-cpu (CPU smoke scale) or tiny (pipeline check)")] = "fmnist",
+    preset: Annotated[str, Opt(help="fmnist (Fashion-MNIST, sized for one H100), fmnist-regime (the CPU regime of `genorder compare`, about 1 CPU hour per seed), fmnist-cpu (CPU smoke scale) or tiny (pipeline check)")] = "fmnist",
     out: Annotated[Path, Opt(help="folder for runs, samples, ABLATION.md and ablation.json")] = Path("runs/ablate"),
     seeds: Annotated[Optional[str], Opt(help="comma-separated seeds, each a full set of rows (default: the preset's)")] = None,
     rows: Annotated[str, Opt(help="'all' or row numbers, e.g. 1,2,3 (see docs/ABLATION.md)")] = "all",
@@ -162,6 +162,7 @@ def ablate(
     images: Annotated[Optional[int], Opt(help="override the budget: training images per row")] = None,
     cache_dir: Annotated[Optional[Path], Opt(help="reference feature cache (default $GENORDER_FID_CACHE or ~/.cache/genorder/fid)")] = None,
     threads: ThreadsOpt = None,
+    workers: Annotated[int, Opt(help="processes that train and score rows side by side (one per CPU core is a good choice on a CPU: 1 thread each unless --threads says otherwise); the results do not depend on it. The inference-cost timings of the first seed are measured while other rows train when N > 1")] = 1,
 ) -> None:
     """Train and score the VAR ablation rows under one budget; write OUT/ABLATION.md and ablation.json."""
     set_threads(threads)
@@ -170,6 +171,8 @@ def ablate(
     seed_list = parse_seeds(seeds or p.seeds)
     if no_eval and eval_only:
         raise UserError("--no-eval and --eval-only exclude each other")
+    if workers < 1:
+        raise UserError(f"--workers must be at least 1, got {workers}")
     overrides = {"n_eval": n, "bootstrap": bootstrap, "extractor": extractor, "ref_n": ref_n}
     p = dataclasses.replace(p, **{k: v for k, v in overrides.items() if v is not None})
     if images is not None:
@@ -204,22 +207,51 @@ def ablate(
         tok_stems[fam] = stem
         vocab[fam] = int(read_meta(stem)["config"]["vocab_size"])
 
+    # one job per trained model (train it, then sample every row that uses it) and one per scored
+    # row; with --workers N they run side by side in N processes (the same numbers, less wall-clock)
+    from genorder.parallel import Job, run_jobs
+
+    jobs: list[Job] = []
+    first_eval: str | None = None  # scored alone first: it fills the reference and classifier caches
     for seed in seed_list:
         sdir = out / f"seed{seed}"
-        if not eval_only:
-            for tid in train_ids:  # train a model, then at once sample every row that uses it
-                users = [r for r in selected if r.train_id == tid]
-                timing = seed == seed_list[0]
-                _train_row(row_by_id(tid), p, seed, sdir, ds_spec, tok_stems, vocab, device, users, timing)
-                runs: dict[Path, Any] = {}
-                for row in users:
-                    _sample_row(row, p, seed, sdir, vocab, dev, runs, timing)
-        if not no_eval:
-            for row in selected:
-                _eval_row(row, p, seed, sdir, ds_spec, edev, cache_dir)
-                _class_row(row, seed, sdir, ds_spec, edev, out / "classifiers")
+        for tid in train_ids:
+            users = [r.id for r in selected if r.train_id == tid]
+            tjob = f"row {tid} seed {seed}: train and sample"
+            if not eval_only:
+                tr = row_by_id(tid)
+                cost = (2.0 if tr.tokens == "multi" else 1.0) * (2.5 if tr.deep else 1.0)
+                jobs.append(Job(tjob, _train_and_sample, (tid, users, p, seed, sdir, ds_spec, tok_stems, vocab, device,
+                                                          dev, seed == seed_list[0]), cost=cost))  # fmt: skip
+            if no_eval:
+                continue
+            for rid in users:
+                name = f"row {rid} seed {seed}: score"
+                deps = ((tjob,) if not eval_only else ()) + ((first_eval,) if first_eval else ())
+                jobs.append(Job(name, _score_row, (rid, p, seed, sdir, ds_spec, edev, cache_dir, out / "classifiers"),
+                                deps=deps, cost=0.1))  # fmt: skip
+                first_eval = first_eval or name
+    wthreads = threads if threads is not None else (1 if workers > 1 else None)
+    run_jobs(jobs, workers=workers, threads=wthreads,
+             on_event=lambda kind, name, secs: workers > 1 and kind == "done" and console.print(f"  [dim]done {name} ({secs:.0f} s)[/dim]"))  # fmt: skip
 
     _write_table(out, p, selected, seed_list, ds_spec, edev, rows, no_eval, eval_only)
+
+
+def _train_and_sample(tid: int, user_ids: list[int], p: Preset, seed: int, sdir: Path, ds_spec: str, tok_stems: dict,
+                      vocab: dict, device: str, dev: torch.device, timing: bool) -> None:  # fmt: skip
+    """Job: train the model of row `tid` (or find it finished), then sample every row that uses it."""
+    _train_row(row_by_id(tid), p, seed, sdir, ds_spec, tok_stems, vocab, device, [row_by_id(i) for i in user_ids], timing)
+    runs: dict[Path, Any] = {}
+    for rid in user_ids:
+        _sample_row(row_by_id(rid), p, seed, sdir, vocab, dev, runs, timing)
+
+
+def _score_row(rid: int, p: Preset, seed: int, sdir: Path, ds_spec: str, edev: torch.device, cache_dir: Path | None,
+               classifiers: Path) -> None:  # fmt: skip
+    """Job: FID family (eval.json) and class accuracy (class.json) of one row's samples."""
+    _eval_row(row_by_id(rid), p, seed, sdir, ds_spec, edev, cache_dir)
+    _class_row(row_by_id(rid), seed, sdir, ds_spec, edev, classifiers)
 
 
 def _check_eval_only(out: Path, selected: list[Row], seeds: list[int]) -> None:

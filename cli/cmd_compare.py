@@ -1,11 +1,17 @@
 """`genorder compare`: the toolkit's main job. Train several orders at one depth under one identical,
 deterministic budget, score each at several checkpoints along training and print what it bought.
 
-Per order and seed: one run trained with `train_run` (the same code as `genorder train`); at
-`--points` evenly spaced fractions of the budget the model is scored by a `CheckpointProbe`:
-held-out token loss on a fixed test subset, class accuracy of class-balanced samples (a classifier
-trained once on the dataset, cached by content) with a bootstrap interval, FID / KID /
-precision-recall against the test split, next to the real-against-real FID at the same n.
+Per order and seed: one run trained with `train_run` (the same code as `genorder train`), its
+weights saved at `--points` evenly spaced fractions of the budget; each saved point is then scored
+by a `CheckpointProbe`: held-out token loss on a fixed test subset, class accuracy of
+class-balanced samples (a classifier trained once on the dataset, cached by content) with a
+bootstrap interval, FID / KID / precision-recall against the test split, next to the
+real-against-real FID at the same n.
+
+The work is a set of jobs (`compare_jobs`: classifier, FID references, tokenizers, one training job
+per order and seed, one scoring job per run) run by `genorder.parallel.run_jobs` on `--workers`
+processes of `--threads` threads each: on a 2-core CPU two runs train side by side. Each job
+computes the same numbers in any worker, so comparison.json does not depend on --workers.
 
 Written to --out:
   comparison.json          every result (config, tokenizers, classifier, floor, LR sweep, every curve
@@ -19,7 +25,7 @@ Written to --out:
 from __future__ import annotations
 
 import json
-import shutil
+import os
 import time
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -28,9 +34,8 @@ import torch
 import typer
 from rich.table import Table
 
-from genorder.checkpoint import read_meta
 from genorder.errors import UserError
-from genorder.hashing import config_fingerprint, dataset_fingerprint, short
+from genorder.hashing import config_fingerprint, dataset_fingerprint
 from genorder.images import side_by_side
 from genorder.plot import band_panels, line_plot
 from genorder.registry import builtin_names, registry
@@ -38,8 +43,7 @@ from genorder.runs import write_json
 from genorder.trainer import resolve_device
 from genorder_cli.app import app, console, guarded, parse_csv
 from genorder_cli.cmd_eval import classifier_cache_dir
-from genorder_cli.cmd_train import train_run
-from genorder_cli.common import layered, make_sampler, resolve_tokenizer
+from genorder_cli.common import layered, make_sampler
 
 Opt = typer.Option
 
@@ -49,8 +53,8 @@ Opt = typer.Option
 # The tokenizers are the presets each tokenizer declares itself the default for (order kind, the
 # dataset's channels and size: `Tokenizer.default_for`), unless --tokenizer names others; the
 # orders are the built-in ones (those the genorder distribution registers) unless --orders names others.
-CPU = {"depth": 2, "steps": 150, "batch_size": 64, "tokenizer_steps": 300, "tokenizer_batch": 32,
-       "tokenizer_lr": 2e-3, "seeds": "0,1", "points": 4, "n_eval": 100, "ref_n": 500, "heldout_n": 500, "fid_points": "last"}  # fmt: skip
+CPU = {"depth": 2, "steps": 500, "batch_size": 64, "tokenizer_steps": 300, "tokenizer_batch": 32,
+       "tokenizer_lr": 2e-3, "seeds": "0,1", "points": 5, "n_eval": 100, "ref_n": 500, "heldout_n": 500, "fid_points": "last"}  # fmt: skip
 CPU_LR = 8e-3  # the best of 1e-3..8e-3 for every built-in order (the range's top; docs/RESULTS.md, LR sweep)
 GPU = {"depth": 16, "steps": 5000, "batch_size": 128, "tokenizer_steps": 3000, "tokenizer_batch": 32,
        "tokenizer_lr": 3e-4, "seeds": "0,1", "points": 5, "n_eval": 1000, "ref_n": 10000, "heldout_n": 1000, "fid_points": "all"}  # fmt: skip
@@ -75,53 +79,13 @@ def _band(values: list[float | None]) -> tuple[float | None, float | None, float
     return sum(vals) / len(vals), min(vals), max(vals)
 
 
-class _Probe:
-    """Calls the checkpoint probe at fractions k/points of the budget during training."""
-
-    def __init__(self, probe, order, tokenizer, points: int, label: str, early_probe=None) -> None:
-        self.probe, self.order, self.tokenizer, self.label = probe, order, tokenizer, label
-        self.early_probe = early_probe or probe  # the probe of every point but the last
-        self.targets = [k / points for k in range(1, points + 1)]
-        self.points: list[dict] = []
-        self.timings: list[dict] = []
-        self.eval_seconds = 0.0
-
-    def __call__(self, trainer, m: dict) -> None:
-        frac = trainer.tracker.fraction()
-        if not self.targets or frac + 1e-9 < self.targets[0]:
-            return
-        while self.targets and frac + 1e-9 >= self.targets[0]:
-            self.targets.pop(0)
-        s = trainer.tracker.spent
-        train_seconds = s.seconds - self.eval_seconds  # the tracker's clock also ran while earlier points were scored
-        t0 = time.perf_counter()
-        probe = self.probe if not self.targets else self.early_probe  # targets is empty at the last point
-        point, secs = probe(self.order, self.tokenizer, trainer.model)
-        self.eval_seconds += time.perf_counter() - t0
-        self.points.append({"step": s.steps, "images": s.images, "train_flops": s.flops, **point})
-        self.timings.append({"step": s.steps, "train_seconds": train_seconds, "sample_seconds": secs["sample"],
-                             "score_seconds": secs["score"]})  # fmt: skip
-        c = point["class_acc"]
-        fid = f" · FID {point['fid']:.1f}" if "fid" in point else ""
-        console.print(f"  {self.label} step {s.steps}: held-out loss {point['heldout_loss']:.4f} · class acc "
-                      f"{100 * c['acc']:.1f}% [{100 * c['lo']:.1f}, {100 * c['hi']:.1f}]{fid}", highlight=False)  # fmt: skip
-
-
-def _heldout_final(run_dir: Path, images: torch.Tensor, labels: torch.Tensor, device: torch.device) -> float:
-    from genorder.heldout import heldout_loss
-    from genorder.runs import load_run
-
-    r = load_run(run_dir, device)
-    return heldout_loss(r.order, r.tokenizer, r.model, images, labels)
-
-
 @app.command("compare")
 @guarded
 def compare(
     orders: Annotated[Optional[str], Opt(help="comma-separated orders to train and compare (default: the built-in ones; see `genorder plugins`)")] = None,
     depth: Annotated[Optional[int], Opt(help="one depth for every order (default 2 on a CPU, 16 on a GPU)")] = None,
     dataset: Annotated[str, Opt(help="fashion-mnist, shapes, imagefolder:PATH, npz:PATH")] = "fashion-mnist",
-    steps: Annotated[Optional[int], Opt(help="budget: optimizer steps per order and seed (default 150 CPU / 5000 GPU)")] = None,
+    steps: Annotated[Optional[int], Opt(help="budget: optimizer steps per order and seed (default 500 CPU / 5000 GPU)")] = None,
     images: Annotated[Optional[int], Opt(help="budget: images seen per order and seed")] = None,
     flops: Annotated[Optional[float], Opt(help="budget: training FLOPs per order and seed")] = None,
     minutes: Annotated[Optional[float], Opt(help="budget: wall-clock minutes per order and seed (load-dependent: flagged in every table)")] = None,
@@ -135,7 +99,7 @@ def compare(
     tokenizer_minutes: Annotated[Optional[float], Opt(help="cap in minutes on each tokenizer trained first (load-dependent; default none)")] = None,
     image_size: Annotated[Optional[int], Opt(help="train at this image size (the tokenizer must match, e.g. --set tokenizer.image_size=...)")] = None,
     seeds: Annotated[Optional[str], Opt(help="seeds per order, drawn as bands (default 0,1)")] = None,
-    points: Annotated[Optional[int], Opt(help="evaluation points along training (default 4 CPU / 5 GPU)")] = None,
+    points: Annotated[Optional[int], Opt(help="evaluation points along training (default 5: the last 20% of training is then measured exactly)")] = None,
     n_eval: Annotated[Optional[int], Opt("--n", help="samples per evaluation point (class-balanced)")] = None,
     ref_n: Annotated[Optional[int], Opt(help="test images of the FID reference (default 500 CPU / 10000 GPU)")] = None,
     extractor: Annotated[str, Opt(help="FID features: genorder-inception-fid, or genorder-tiny-random (smoke tests)")] = "genorder-inception-fid",
@@ -145,6 +109,7 @@ def compare(
     top_k: Annotated[int, Opt(help="top-k of every order's samples (0 = off)")] = 0,
     per_class: Annotated[int, Opt(help="samples per class in the grids")] = 6,
     out: Annotated[Path, Opt(help="folder for the runs, the PNGs and the JSON")] = Path("runs/compare"),
+    workers: Annotated[Optional[int], Opt(help="worker processes that train and score runs side by side (default: one per CPU core, up to 8, on a CPU; 1 on a GPU); the results do not depend on it, only the wall-clock does")] = None,
     threads: Annotated[Optional[int], Opt(help="CPU threads for torch (default 1 on a CPU: several times faster on shared cores, and the same round-off on every machine); recorded")] = None,
     device: Annotated[str, Opt(help="auto, cpu, cuda")] = "auto",
     set_: Annotated[Optional[list[str]], Opt("--set", help="override: section.key=value for [order] [backbone] [train] [sampler] [tokenizer] (repeatable)")] = None,
@@ -189,107 +154,114 @@ def compare(
     tok_steps = tokenizer_steps or D["tokenizer_steps"]
     tok_train = {"lr": D["tokenizer_lr"], "batch_size": D["tokenizer_batch"]}
     sampler_opts = {"cfg": cfg, "top_k": top_k}
-    sampler = make_sampler(sections, **sampler_opts)
+    make_sampler(sections, **sampler_opts)  # validates the sampler options before anything runs
+    n_workers = workers if workers is not None else (1 if gpu else max(1, min(os.cpu_count() or 1, 8)))
+    if n_workers < 1:
+        raise UserError(f"--workers must be at least 1, got {n_workers}")
 
-    from genorder.classifier import load_or_train_classifier
     from genorder.data import load_dataset
-    from genorder.quality import CheckpointProbe
 
     train_ds = load_dataset(dataset, "train", image_size=image_size)
     test_ds = load_dataset(dataset, "test", image_size=train_ds.image_size, channels=train_ds.channels)
     held = min(D["heldout_n"], len(test_ds) // 2) if len(test_ds) >= 4 else len(test_ds)
-    report_x, report_y = test_ds.images[:held], test_ds.labels[:held]  # reported held-out loss
-    tune_x, tune_y = test_ds.images[-held:], test_ds.labels[-held:]  # the LR sweep's (disjoint when possible)
+    # held-out loss: reported on test[:held], the LR sweep's on test[-held:] (disjoint when possible)
     console.print(
         f"[bold]compare[/bold] {', '.join(names)} · depth {depth} · budget {budget} per order and seed"
         f"{' (wall-clock: load-dependent)' if load_dependent else ''} · seeds {seed_list} · {n_points} points · "
-        f"device {dev} · {torch.get_num_threads()} threads"
+        f"device {dev} · {n_workers} worker process{'es' if n_workers > 1 else ''} × {torch.get_num_threads()} threads"
     )
 
-    # 1. the class-consistency classifier and the FID floor
-    with console.status("class-consistency classifier (trained once per dataset content, then cached)"):
-        classifier, clf_info = load_or_train_classifier(dataset, device=dev, cache_root=classifier_cache or classifier_cache_dir(fid_cache))
-    console.print(f"classifier {clf_info['path']} ({'cached' if clf_info['reused'] else 'trained'}): "
-                  f"{100 * clf_info['test_accuracy']:.1f}% on the test split")  # fmt: skip
-    real_MD = ext = None
-    floor = None
+    # 1. the jobs: classifier, FID references and tokenizers first, then one training job per order
+    #    and seed, then one scoring job per run; spread over `workers` processes of `threads`
+    #    threads each (results do not depend on the number of workers)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from genorder.classifier import ClassifierConfig, cache_key
+    from genorder.hashing import tensors_fingerprint
+    from genorder.parallel import Job, Result, run_jobs
+    from genorder.runs import load_tokenizer
+    from genorder_cli import compare_jobs as cj
+
     if not no_fid:
         from genorder import metrics
 
         metrics.require_torch_fidelity()
-        ext = metrics.make_extractor(extractor, dev)
-        with console.status("FID reference and real-against-real floor (cached)"):
-            floor = metrics.fid_floor(dataset, n, ref_n=ref, extractor=extractor, device=dev, cache_dir=fid_cache, module=ext)
-            _, real_MD = metrics.reference_features(dataset, "test", ref, extractor, dev, fid_cache, module=ext)
-        console.print(f"FID floor (real train vs real test) at n = {n}: {floor['fid_floor']:.2f} (reference: {floor['ref_n']} test images)")
-    probe = CheckpointProbe(classifier, real_MD, ext, report_x, report_y, sampler, n=n, seed=0)
-    probe_no_fid = CheckpointProbe(classifier, None, None, report_x, report_y, sampler, n=n, seed=0)
-
-    # 2. tokenizers, content-keyed
+    clf_root = str(classifier_cache or classifier_cache_dir(fid_cache))
+    dev_s = str(dev)
+    order_opts = sections.get("order", {})
+    order_objs = {nm: registry("orders").create(nm, order_opts) for nm in names}
     tok_specs = parse_csv(tokenizer)
-    tokenizers: dict[str, dict] = {}
-    order_objs = {nm: registry("orders").create(nm, sections.get("order", {})) for nm in names}
     order_tok: dict[str, str] = {}
+    pre: list = [Job("classifier", cj.classifier_job, (dataset, dev_s, clf_root), cost=150.0)]
+    if not no_fid:
+        pre.append(Job("fid-reference", cj.fid_reference_job, (dataset, n, ref, extractor, dev_s, str(fid_cache) if fid_cache else None), cost=40.0))
     for nm in names:
         spec = _tokenizer_for(order_objs[nm], tok_specs)
         tok_key = spec or f"default {order_objs[nm].tokenizer_kind}"
-        if tok_key not in tokenizers:
-            tok, stem = resolve_tokenizer(spec, order_objs[nm], dataset, train_ds, dev, tok_steps, tokenizer_minutes,
-                                          train_opts=tok_train, tokenizer_opts=tok_opts)  # fmt: skip
-            cache = stem.parent / "cache.json"
-            rec = json.loads(cache.read_text()) if cache.is_file() else {}
-            from genorder.hashing import tensors_fingerprint
-
-            tokenizers[tok_key] = {"stem": str(stem), "tensors": tensors_fingerprint(tok.state_dict()),
-                                "psnr": rec.get("metrics", {}).get("psnr"), "steps": rec.get("metrics", {}).get("steps"),
-                                "scales": list(tok.scales), "vocab_size": tok.codebook_size, "object": tok}  # fmt: skip
+        if f"tokenizer:{tok_key}" not in {j.name for j in pre}:
+            pre.append(Job(f"tokenizer:{tok_key}", cj.tokenizer_job, (spec, nm, order_opts, dataset, image_size, dev_s, tok_steps,
+                                                                      tokenizer_minutes, tok_train, tok_opts), cost=30.0))  # fmt: skip
         order_tok[nm] = tok_key
-
+    clf_hash = config_fingerprint({"train": dataset_fingerprint(train_ds), "test": dataset_fingerprint(test_ds)})
     base_key = {"dataset": dataset_fingerprint(train_ds), "depth": depth, "batch_size": batch_size, "sections": sections,
-                "sampler": sampler_opts, "n": n, "points": n_points, "threads": torch.get_num_threads(),
-                "extractor": None if no_fid else extractor, "fid_points": fid_points, "ref_n": ref, "classifier": clf_info["dataset_hash"],
-                "image_size": image_size}  # fmt: skip
+                "sampler": sampler_opts, "threads": torch.get_num_threads(), "image_size": image_size}  # fmt: skip
+    score_key = {"n": n, "extractor": None if no_fid else extractor, "fid_points": fid_points, "ref_n": ref,
+                 "classifier": cache_key(clf_hash, ClassifierConfig()), "heldout_n": held}  # fmt: skip
+    common = {"dataset": dataset, "depth": depth, "batch_size": batch_size, "sections": sections, "sampler_opts": sampler_opts,
+              "per_class": per_class, "image_size": image_size, "device": dev_s, "heldout_n": held, "n": n, "ref_n": ref,
+              "extractor": None if no_fid else extractor, "fid_points": fid_points, "score_key": score_key,
+              "fid_cache": str(fid_cache) if fid_cache else None, "classifier_cache": clf_root}  # fmt: skip
 
-    def run_one(nm: str, seed: int, lr_: float, bud: dict, run_dir: Path, with_probe: bool) -> tuple[dict, dict]:
-        """Train (or reuse) one run; returns (result, timings)."""
-        t = tokenizers[order_tok[nm]]
-        key = config_fingerprint({**base_key, "order": nm, "seed": seed, "lr": lr_, "budget": bud,
-                                  "tokenizer": t["tensors"], "probe": with_probe})  # fmt: skip
-        rec_path = run_dir / "compare_run.json"
-        if rec_path.is_file() and (run_dir / "model.json").is_file():
-            rec = json.loads(rec_path.read_text())
-            if rec.get("key") == key and read_meta(run_dir / "model").get("final"):
-                console.print(f"{nm} seed {seed}: finished run found in {run_dir}, reusing it")
-                return rec["result"], rec["timings"]
-        if run_dir.exists():
-            console.print(f"{nm} seed {seed}: {run_dir} holds another or an unfinished run; retraining it")
-            shutil.rmtree(run_dir)
-        hook = None
-        if with_probe:
-            hook = _Probe(probe, order_objs[nm], t["object"], n_points, f"{nm} seed {seed}",
-                          probe_no_fid if fid_points == "last" else None)  # fmt: skip
-        summary = train_run(
-            nm, run_dir, dataset_spec=dataset, tokenizer_spec=t["stem"], depth=depth, budget=bud, sections=sections,
-            train_opts={"batch_size": batch_size, "lr": lr_, "seed": seed, "device": str(dev)},
-            sampler_opts=sampler_opts, samples_per_class=per_class, on_step=hook, image_size=image_size,
-        )  # fmt: skip
-        meta = read_meta(run_dir / "model")
-        s = meta["spent"]
-        result = {"order": nm, "seed": seed, "lr": lr_, "params": meta["params"], "steps": s["steps"],
-                  "images": s["images"], "tokens": s["tokens"], "train_flops": s["flops"],
-                  "final_train_loss": summary["last"].get("loss"), "stopped_by": summary["stopped_by"]}  # fmt: skip
-        # training wall-clock alone: the tracker's clock also ran while points were scored (the last
-        # point is scored after the tracker's last update, so its own record is the right one)
-        timings = {"train_seconds": hook.timings[-1]["train_seconds"] if hook and hook.timings else s["seconds"]}
-        if hook is not None:
-            result["points"] = hook.points
-            timings["points"] = hook.timings
-        else:
-            result["heldout_loss"] = _heldout_final(run_dir, tune_x, tune_y, dev)
-        write_json(rec_path, {"key": key, "result": result, "timings": timings})
-        return result, timings
+    def run_phase(jobs: list, label: str) -> dict:
+        """Run jobs on the workers behind one progress bar; each finished job gets a line."""
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=console, transient=True) as prog:  # fmt: skip
+            bar = prog.add_task(f"{label} ({n_workers} worker{'s' if n_workers > 1 else ''} × {threads or 'all'} threads)", total=len(jobs))
 
-    # 3. the LR sweep
+            def on_event(kind: str, name: str, seconds: float) -> None:
+                if kind == "done":
+                    prog.advance(bar)
+                    console.print(f"  [dim]done {name} ({seconds:.0f} s)[/dim]", highlight=False)
+
+            return run_jobs(jobs, workers=n_workers, threads=threads, on_event=on_event)
+
+    done = run_phase(pre, "classifier, FID references, tokenizers")
+    clf_info = done["classifier"]
+    floor = done.get("fid-reference")
+    console.print(f"classifier {clf_info['path']} ({'cached' if clf_info['reused'] else 'trained'}): "
+                  f"{100 * clf_info['test_accuracy']:.1f}% on the test split")  # fmt: skip
+    if floor:
+        console.print(f"FID floor (real train vs real test) at n = {n}: {floor['fid_floor']:.2f} (reference: {floor['ref_n']} test images)")
+    tokenizers: dict[str, dict] = {}
+    for tok_key in dict.fromkeys(order_tok.values()):
+        stem, reused = Path(done[f"tokenizer:{tok_key}"]["stem"]), done[f"tokenizer:{tok_key}"]["reused"]
+        tok, _ = load_tokenizer(stem, dev)
+        cache = stem.parent / "cache.json"
+        rec = json.loads(cache.read_text()) if cache.is_file() else {}
+        tokenizers[tok_key] = {"stem": str(stem), "tensors": tensors_fingerprint(tok.state_dict()),
+                               "psnr": rec.get("metrics", {}).get("psnr"), "steps": rec.get("metrics", {}).get("steps"),
+                               "scales": list(tok.scales), "vocab_size": tok.codebook_size}  # fmt: skip
+        psnr = tokenizers[tok_key]["psnr"]
+        console.print(f"{'using the cached' if reused else 'trained the'} tokenizer [bold]{stem}[/bold] for {tok_key} "
+                      f"({tokenizers[tok_key]['steps']} steps, test PSNR {'?' if psnr is None else f'{psnr:.2f}'} dB)")  # fmt: skip
+
+    def run_jobs_for(runs: list[tuple[str, int, float, dict, Path, int]], label: str, score: bool) -> dict:
+        """runs: (order, seed, lr, budget, run dir, points). One training job each (cost: tokens per
+        image, so the longest start first) and, with `score`, one scoring job after it."""
+        jobs = []
+        for nm, seed, lr_, bud, run_dir, pts in runs:
+            t = tokenizers[order_tok[nm]]
+            key = config_fingerprint({**base_key, "order": nm, "seed": seed, "lr": lr_, "budget": bud,
+                                      "tokenizer": t["tensors"], "points": pts})  # fmt: skip
+            spec = {**common, "name": nm, "seed": seed, "lr": lr_, "budget": bud, "run_dir": str(run_dir), "key": key,
+                    "tokenizer_stem": t["stem"], "points": pts}  # fmt: skip
+            name = f"train:{nm}:{seed}:{lr_:g}"
+            jobs.append(Job(name, cj.train_job, (spec,), cost=float(sum(s * s for s in t["scales"]))))
+            if score:
+                jobs.append(Job(f"score:{nm}:{seed}", cj.score_job, (spec, Result(name), clf_info), deps=(name,), cost=1.0))
+        return run_phase(jobs, label)
+
+    # 2. the LR sweep
     sweep: dict[str, Any] = {}
     sweep_timings: dict[str, Any] = {}
     lr_by_order = {nm: lr or (GPU_LR if gpu else CPU_LR) for nm in names}
@@ -298,25 +270,40 @@ def compare(
         if len(lr_list) < 1 or any(v <= 0 for v in lr_list):
             raise UserError("--lrs needs positive learning rates")
         tune_budget = {k: (type(v)(v * tune_fraction) if k != "steps" else max(1, round(v * tune_fraction))) for k, v in budget.items()}
+        runs = [(nm, seed_list[0], lr_, tune_budget, out / "tune" / f"{nm}-lr{lr_:g}", 0) for nm in names for lr_ in lr_list]
+        got = run_jobs_for(runs, "LR sweep", score=False)
         for nm in names:
             scores = []
             for lr_ in lr_list:
-                res, tim = run_one(nm, seed_list[0], lr_, tune_budget, out / "tune" / f"{nm}-lr{lr_:g}", with_probe=False)
-                scores.append({"lr": lr_, "heldout_loss": res["heldout_loss"], "steps": res["steps"]})
-                sweep_timings[f"{nm}-lr{lr_:g}"] = tim
-                console.print(f"LR sweep {nm}: lr {lr_:g} -> held-out loss {res['heldout_loss']:.4f}")
+                res = got[f"train:{nm}:{seed_list[0]}:{lr_:g}"]
+                scores.append({"lr": lr_, "heldout_loss": res["result"]["heldout_loss"], "steps": res["result"]["steps"]})
+                sweep_timings[f"{nm}-lr{lr_:g}"] = res["timings"]
+                console.print(f"LR sweep {nm}: lr {lr_:g} -> held-out loss {scores[-1]['heldout_loss']:.4f}"
+                              f"{' (finished run found, reused)' if res['reused'] else ''}")  # fmt: skip
             best = min(scores, key=lambda r: r["heldout_loss"])
             sweep[nm] = {"tried": scores, "best_lr": best["lr"], "budget": tune_budget}
             lr_by_order[nm] = best["lr"]
 
-    # 4. the main runs, scored along training
+    # 3. the main runs, saved and scored at `points` fractions of the budget
+    runs = [(nm, seed, lr_by_order[nm], budget, out / nm / f"seed{seed}", n_points) for nm in names for seed in seed_list]
+    got = run_jobs_for(runs, "training and scoring every order and seed", score=True)
     results: dict[str, list[dict]] = {}
     timings: dict[str, list[dict]] = {}
-    for nm in names:
-        for seed in seed_list:
-            res, tim = run_one(nm, seed, lr_by_order[nm], budget, out / nm / f"seed{seed}", with_probe=True)
-            results.setdefault(nm, []).append(res)
-            timings.setdefault(nm, []).append(tim)
+    for nm, seed, lr_, _, run_dir, _ in runs:
+        tr, sc = got[f"train:{nm}:{seed}:{lr_:g}"], got[f"score:{nm}:{seed}"]
+        if tr["reused"]:
+            console.print(f"{nm} seed {seed}: finished run found in {run_dir}, reusing it")
+        res = {k: v for k, v in tr["result"].items() if k != "saved_points"}
+        res["points"] = sc["points"]
+        tim = {"train_seconds": tr["timings"]["train_seconds"],
+               "points": [{**a, **b} for a, b in zip(tr["timings"]["points"], sc["timings"])]}  # fmt: skip
+        for p in sc["points"]:
+            c = p["class_acc"]
+            fid = f" · FID {p['fid']:.1f}" if "fid" in p else ""
+            console.print(f"  {nm} seed {seed} step {p['step']}: held-out loss {p['heldout_loss']:.4f} · class acc "
+                          f"{100 * c['acc']:.1f}% [{100 * c['lo']:.1f}, {100 * c['hi']:.1f}]{fid}", highlight=False)  # fmt: skip
+        results.setdefault(nm, []).append(res)
+        timings.setdefault(nm, []).append(tim)
 
     # 5. sampling speed (seed 0 of each order; load-dependent)
     from genorder.data import class_balanced_labels

@@ -277,7 +277,7 @@ def _train_locked(order_name, order, out: Path, lock: RunLock, w, device, bb, bu
         with _stop_on_signals() as should_stop:
             if not w.main:  # other torchrun processes: train, then leave the grid and summary to rank 0
                 return trainer.fit(should_stop=should_stop)
-            with progress_bar(f"train {order_name}", total=1000) as update:
+            with progress_bar(f"train {order_name}", total=1000, disable=quiet) as update:
                 def step_done(f: float, m: dict) -> None:
                     update(int(f * 1000), info=f"loss {m['loss']:.3f} acc {m['acc']:.3f}")
                     if on_step is not None:
@@ -294,7 +294,7 @@ def _train_locked(order_name, order, out: Path, lock: RunLock, w, device, bb, bu
 
     run = Run(out, order, order_name, tokenizer, model.eval(), meta)
     labels = class_balanced_labels(ds.num_classes, ds.num_classes * samples_per_class)
-    images = generate_with_bar(run, labels, sampler, seed=tcfg.seed, batch_size=64, title="sample grid")
+    images = generate_with_bar(run, labels, sampler, seed=tcfg.seed, batch_size=64, title="sample grid", quiet=quiet)
     save_grid(images, out / "samples.png", nrow=samples_per_class, scale=2, labels_left=ds.class_names)
     summary.update({"order": order_name, "params": count_params(model), "depth": bb.depth,
                     "train_flops_per_image": trainer.flops_per_sample, "dataset": dataset_spec,

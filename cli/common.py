@@ -249,9 +249,10 @@ def with_tokenizer(run, spec: str | None, device: torch.device):
     return replace(run, tokenizer=tok)
 
 
-def generate_with_bar(run, labels: torch.Tensor, sampler: Sampler, seed: int, batch_size: int, title: str) -> torch.Tensor:
+def generate_with_bar(run, labels: torch.Tensor, sampler: Sampler, seed: int, batch_size: int, title: str,
+                      quiet: bool = False) -> torch.Tensor:
     from genorder.sampling import generate_images
 
-    with progress_bar(title) as update:
+    with progress_bar(title, disable=quiet) as update:
         return generate_images(run, labels, sampler, seed=seed, batch_size=batch_size,
                                progress=lambda d, t: update(d, t))

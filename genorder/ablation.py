@@ -259,23 +259,25 @@ PRESETS: dict[str, Preset] = {
         "200 samples per row; far too small to say anything about the paper's deltas",
     ),
     # The CPU regime of the issue "Comparisons that measure the order" (../shared/reference/CPU_REGIME.md):
-    # f=4 tokenizers giving 8x8 tokens at 32 px (6 scales for next-scale), d3 backbones (d4 for row 7),
-    # 400 steps of 64 images per row. About 3 CPU hours for 3 seeds on an idle 2-core machine
-    # (docs/ABLATION.md §3.2); split it with --seeds / --rows, every row resumes.
+    # The regime of `genorder compare` on a CPU (issue 9): the same f=4 tokenizers giving 8x8 tokens
+    # at 32 px (`msvq-fmnist-cpu` with 6 scales, `vq-fmnist-cpu`), trained as compare trains them
+    # (300 steps of 32 at lr 2e-3), d2 backbones (d3 for row 7), compare's 500 steps of 64 images
+    # at lr 8e-3 per row. About 1 hour per seed on one core (docs/ABLATION.md §3.2); run the seeds
+    # side by side (one process per core) with --seeds, every row resumes.
     "fmnist-regime": Preset(
         name="fmnist-regime",
         dataset="fashion-mnist",
         tokenizers={
-            "multi": ("msvq-fmnist", {"ch_mult": [1, 2, 2], "scales": [1, 2, 3, 4, 6, 8], "vocab_size": 512}),
-            "single": ("vq-fmnist", {"ch_mult": [1, 2, 2], "scales": [8], "vocab_size": 512}),
+            "multi": ("msvq-fmnist-cpu", {}),
+            "single": ("vq-fmnist-cpu", {}),
         },
-        tokenizer_steps=400,
+        tokenizer_steps=300,
         tokenizer_batch=32,
-        tokenizer_lr=1e-3,
-        depth=3,
-        deep_depth=4,
-        budget={"steps": 400},
-        train={"batch_size": 64, "lr": 2e-3, "log_every": 10},
+        tokenizer_lr=2e-3,
+        depth=2,
+        deep_depth=3,
+        budget={"steps": 500},
+        train={"batch_size": 64, "lr": 8e-3, "log_every": 10},
         n_eval=300,
         ref_n=1_000,
         eval_batch=100,
@@ -285,7 +287,7 @@ PRESETS: dict[str, Preset] = {
         bootstrap=100,
         kid_subsets=50,
         samples_per_class=8,
-        note="CPU regime: 8x8 tokens at 32 px, d3 (d4 for row 7), 400 steps of 64 images per row, 3 seeds",
+        note="CPU regime of `genorder compare`: 8x8 tokens at 32 px, d2 (d3 for row 7), 500 steps of 64 images per row at lr 8e-3, 3 seeds",
     ),
 }
 

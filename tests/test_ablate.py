@@ -144,6 +144,23 @@ def test_tiny_preset_writes_the_whole_table(tiny_run):
     assert sorted(p.name for p in root.iterdir()) == ["fid-cache", "out"]
 
 
+def test_two_workers_give_the_same_rows(tiny_run, tmp_path, monkeypatch):
+    """--workers 2 trains and scores rows in two processes: the same FID and class accuracy per row."""
+    root, out, first = tiny_run
+    assert first.exit_code == 0
+    monkeypatch.setenv("GENORDER_FID_CACHE", str(tmp_path / "fid-cache"))
+    monkeypatch.chdir(tmp_path)
+    result = invoke("--out", str(tmp_path / "two"), "--seeds", "0", "--workers", "2")
+    assert result.exit_code == 0, result.output
+    assert "done row 7 seed 0: train and sample" in " ".join(result.output.split())
+    for row in A.ROWS:
+        d1, d2 = out / "seed0" / row.dirname, tmp_path / "two" / "seed0" / row.dirname
+        e1, e2 = json.loads((d1 / "eval.json").read_text()), json.loads((d2 / "eval.json").read_text())
+        assert e2["metrics"]["fid"] == e1["metrics"]["fid"], row.id
+        c1, c2 = json.loads((d1 / "class.json").read_text()), json.loads((d2 / "class.json").read_text())
+        assert (c2["acc"], c2["lo"], c2["hi"]) == (c1["acc"], c1["lo"], c1["hi"]), row.id
+
+
 def test_rerun_does_not_retrain_or_rescore(tiny_run):
     root, out, first = tiny_run
     assert first.exit_code == 0
@@ -237,8 +254,17 @@ def test_every_preset_defaults_to_three_seeds_and_a_deterministic_budget():
         steps, images = A.budget_steps_images(p)
         assert steps >= 1 and images == steps * p.train["batch_size"], name
     reg = A.get_preset("fmnist-regime")
-    assert A.budget_steps_images(reg) == (400, 25_600)
-    assert reg.tokenizers["multi"][1]["scales"] == [1, 2, 3, 4, 6, 8] and reg.tokenizers["single"][1]["scales"] == [8]
+    # the ablation runs in the regime of `genorder compare` on a CPU: same tokenizers, trained the
+    # same way, same depth, budget, batch and learning rate
+    from genorder.registry import registry
+    from genorder_cli.cmd_compare import CPU, CPU_LR
+
+    assert A.budget_steps_images(reg) == (CPU["steps"], CPU["steps"] * CPU["batch_size"])
+    assert (reg.depth, reg.train["batch_size"], reg.train["lr"]) == (CPU["depth"], CPU["batch_size"], CPU_LR)
+    assert (reg.tokenizer_steps, reg.tokenizer_batch, reg.tokenizer_lr) == (CPU["tokenizer_steps"], CPU["tokenizer_batch"], CPU["tokenizer_lr"])
+    multi = registry("tokenizers").create(*reg.tokenizers["multi"])
+    single = registry("tokenizers").create(*reg.tokenizers["single"])
+    assert tuple(multi.scales) == (1, 2, 3, 4, 6, 8) and tuple(single.scales) == (8,)
     import dataclasses
 
     for bad in ({"minutes": 5.0}, {"images": 100}):  # wall-clock; not whole steps of 64

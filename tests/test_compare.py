@@ -43,7 +43,8 @@ def shapes_npz(path: Path, seed: int = 1, n_train: int = 96, n_test: int = 40) -
 def tiny(data: str, out: str, *extra: str) -> list[str]:
     return ["compare", "--dataset", data, "--tokenizer", "msvq-tiny,vq-tiny", "--tokenizer-steps", "2", "--depth", "1",
             "--steps", "4", "--batch-size", "8", "--points", "2", "--n", "8", "--ref-n", "16", "--seeds", "0,1",
-            "--extractor", "genorder-tiny-random", "--fid-cache", "fid", "--per-class", "1", "--out", out, *extra]  # fmt: skip
+            "--extractor", "genorder-tiny-random", "--fid-cache", "fid", "--per-class", "1", "--out", out, "--workers", "1",
+            *extra]  # fmt: skip
 
 
 def test_compare_twice_gives_the_same_json_and_writes_every_curve_point(tmp_path):
@@ -69,11 +70,13 @@ def test_compare_twice_gives_the_same_json_and_writes_every_curve_point(tmp_path
     assert len(timings["runs"]["raster"][0]["points"]) == 2 and timings["total_seconds"] > 0
     for png in ("comparison.png", "comparison_curves.png", "heldout_loss.png"):
         assert (tmp_path / "a" / png).is_file()
-    # a second, independent run (fresh caches, fresh folder) gives the same file, byte for byte
+    # a second, independent run (fresh caches, fresh folder), its jobs spread over two worker
+    # processes this time, gives the same file, byte for byte
     other = tmp_path / "elsewhere"
     other.mkdir()
     os.chdir(other)
-    r = invoke(*tiny(data, "b", "--fid-points", "all"))
+    r = invoke(*tiny(data, "b", "--fid-points", "all", "--workers", "2"))
+    assert "2 worker processes" in " ".join(r.output.split())
     assert r.exit_code == 0, r.output
     assert (other / "b" / "comparison.json").read_text() == (tmp_path / "a" / "comparison.json").read_text()
     # and a third call in the same folder reuses every finished run

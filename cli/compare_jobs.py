@@ -1,0 +1,207 @@
+"""The jobs `genorder compare` hands to its worker processes (`genorder.parallel.run_jobs`).
+
+Each is a module-level function of plain arguments (paths, names, dicts), so it can run in a
+`spawn`ed worker, and each writes what it produces to disk before returning a small JSON-able
+record. The split that lets the two cores of a small machine both work from the first second:
+
+  classifier      the class-consistency CNN (content-keyed cache)       ~2.5 min on one CPU core
+  fid-reference   Inception features of the reference and the floor     (cached)
+  tokenizer:KEY   one tokenizer (content-keyed cache)                    no dependency
+  train:ORDER:S   one order and seed, weights saved at each evaluation  needs its tokenizer
+                  point under RUN/points/ (training never waits on the classifier)
+  score:ORDER:S   every point: held-out loss, samples, class accuracy,  needs the run, the
+                  FID at the points asked for                           classifier and references
+
+Nothing here prints: the main process reports each job as it ends.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+POINTS = "points"  # RUN/points/step-NNNNNNN.{safetensors,json}: the weights at each evaluation point
+
+
+def tokenizer_job(spec: str | None, order_name: str, order_opts: dict, dataset: str, image_size: int | None,
+                  device: str, steps: int, minutes: float | None, train_opts: dict, tok_opts: dict) -> dict:  # fmt: skip
+    """Resolve (train or reuse from the content-keyed cache) the tokenizer of `order_name`; returns
+    {"stem": its checkpoint stem, "reused": whether the cache held it}."""
+    from genorder.data import load_dataset
+    from genorder.registry import registry
+    from genorder_cli.common import resolve_tokenizer
+
+    order = registry("orders").create(order_name, order_opts)
+    ds = load_dataset(dataset, "train", image_size=image_size)
+    t0 = time.time_ns()
+    _, stem = resolve_tokenizer(spec, order, dataset, ds, torch.device(device), steps, minutes,
+                                train_opts=train_opts, tokenizer_opts=tok_opts, quiet=True)  # fmt: skip
+    return {"stem": str(stem), "reused": stem.with_suffix(".safetensors").stat().st_mtime_ns < t0}
+
+
+def classifier_job(dataset: str, device: str, cache_root: str) -> dict:
+    """Train (or reuse) the class-consistency classifier; returns its info without the model."""
+    from genorder.classifier import load_or_train_classifier
+
+    _, info = load_or_train_classifier(dataset, device=device, cache_root=cache_root)
+    return info
+
+
+def fid_reference_job(dataset: str, n: int, ref_n: int, extractor: str, device: str, fid_cache: str | None) -> dict:
+    """The reference features (cached on disk) and the real-against-real floor at n."""
+    from genorder import metrics
+
+    dev = torch.device(device)
+    ext = metrics.make_extractor(extractor, dev)
+    floor = metrics.fid_floor(dataset, n, ref_n=ref_n, extractor=extractor, device=dev, cache_dir=fid_cache, module=ext)
+    metrics.reference_features(dataset, "test", ref_n, extractor, dev, fid_cache, module=ext)
+    return floor
+
+
+class _PointSaver:
+    """`on_step` hook: at fractions k/points of the budget, saves the model's weights."""
+
+    def __init__(self, run_dir: Path, points: int) -> None:
+        self.dir = run_dir / POINTS
+        self.targets = [k / points for k in range(1, points + 1)]
+        self.saved: list[dict] = []
+        self.timings: list[dict] = []
+        self.overhead = 0.0  # seconds spent saving, taken out of the training clock
+
+    def __call__(self, trainer, metrics: dict) -> None:
+        from genorder.checkpoint import save_checkpoint
+
+        frac = trainer.tracker.fraction()
+        if not self.targets or frac + 1e-9 < self.targets[0]:
+            return
+        while self.targets and frac + 1e-9 >= self.targets[0]:
+            self.targets.pop(0)
+        t0 = time.perf_counter()
+        s = trainer.tracker.spent
+        state = {k: v.detach().cpu() for k, v in trainer.model.state_dict().items()}
+        rec = {"step": s.steps, "images": s.images, "train_flops": s.flops}
+        save_checkpoint(self.dir / f"step-{s.steps:07d}", state, {"component": "compare-point", **rec})
+        self.saved.append(rec)
+        self.timings.append({"step": s.steps, "train_seconds": s.seconds - self.overhead})
+        self.overhead += time.perf_counter() - t0
+
+
+def _read(path: Path, key: str) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        rec = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return rec if rec.get("key") == key else None
+
+
+def train_job(job: dict) -> dict:
+    """Train one order and seed (or reuse the finished run whose record has the same key).
+
+    job: name, seed, lr, budget, run_dir, key, tokenizer_stem, dataset, depth, batch_size,
+    sections, sampler_opts, per_class, image_size, device, points (0: no points, score the
+    held-out loss on the LR-sweep split instead), heldout_n.
+    Returns {"result", "timings", "reused"}."""
+    from genorder.checkpoint import read_meta
+    from genorder.runs import write_json
+    from genorder_cli.cmd_train import train_run
+
+    run_dir = Path(job["run_dir"])
+    rec_path = run_dir / "compare_run.json"
+    rec = _read(rec_path, job["key"])
+    if rec is not None and (run_dir / "model.json").is_file() and read_meta(run_dir / "model").get("final"):
+        return {"result": rec["result"], "timings": rec["timings"], "reused": True}
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    hook = _PointSaver(run_dir, job["points"]) if job["points"] else None
+    summary = train_run(
+        job["name"], run_dir, dataset_spec=job["dataset"], tokenizer_spec=job["tokenizer_stem"], depth=job["depth"],
+        budget=job["budget"], sections=job["sections"],
+        train_opts={"batch_size": job["batch_size"], "lr": job["lr"], "seed": job["seed"], "device": job["device"]},
+        sampler_opts=job["sampler_opts"], samples_per_class=job["per_class"], on_step=hook,
+        image_size=job["image_size"], quiet=True,
+    )  # fmt: skip
+    meta = read_meta(run_dir / "model")
+    s = meta["spent"]
+    result = {"order": job["name"], "seed": job["seed"], "lr": job["lr"], "params": meta["params"], "steps": s["steps"],
+              "images": s["images"], "tokens": s["tokens"], "train_flops": s["flops"],
+              "final_train_loss": summary["last"].get("loss"), "stopped_by": summary["stopped_by"]}  # fmt: skip
+    timings: dict[str, Any] = {"train_seconds": hook.timings[-1]["train_seconds"] if hook and hook.timings else s["seconds"]}
+    if hook is not None:
+        result["saved_points"] = hook.saved
+        timings["points"] = hook.timings
+    else:
+        result["heldout_loss"] = _heldout_on_tune_split(run_dir, job)
+    write_json(rec_path, {"key": job["key"], "result": result, "timings": timings})
+    return {"result": result, "timings": timings, "reused": False}
+
+
+def _test_split(job: dict):
+    from genorder.data import load_dataset
+
+    train = load_dataset(job["dataset"], "train", image_size=job["image_size"])
+    return load_dataset(job["dataset"], "test", image_size=train.image_size, channels=train.channels)
+
+
+def _heldout_on_tune_split(run_dir: Path, job: dict) -> float:
+    """Held-out loss of the final weights on the LR sweep's split: the last `heldout_n` test images
+    (disjoint from the reported split, the first `heldout_n`, when the test split allows it)."""
+    from genorder.heldout import heldout_loss
+    from genorder.runs import load_run
+
+    test = _test_split(job)
+    held = job["heldout_n"]
+    r = load_run(run_dir, torch.device(job["device"]))
+    return heldout_loss(r.order, r.tokenizer, r.model, test.images[-held:], test.labels[-held:])
+
+
+def score_job(job: dict, trained: dict, classifier_info: dict) -> dict:
+    """Score every saved point of one run: held-out loss on the first `heldout_n` test images,
+    `n` class-balanced samples (seed 0) scored by the classifier, and FID / KID / precision-recall
+    at every point (`fid_points` "all") or at the last one ("last"). Reuses the record whose key
+    (the training key plus everything the scoring depends on) matches.
+
+    Returns {"points": [...], "timings": [...], "reused"}."""
+    from genorder import metrics
+    from genorder.checkpoint import load_checkpoint
+    from genorder.classifier import load_or_train_classifier
+    from genorder.quality import CheckpointProbe
+    from genorder.runs import load_run, write_json
+    from genorder_cli.common import make_sampler
+
+    run_dir = Path(job["run_dir"])
+    key = json.dumps({"train": job["key"], "score": job["score_key"], "classifier": [classifier_info["dataset_hash"], classifier_info["test_accuracy"]]}, sort_keys=True)
+    rec_path = run_dir / "compare_score.json"
+    rec = _read(rec_path, key)
+    if rec is not None and trained["reused"]:  # a retrained run is rescored
+        return {"points": rec["points"], "timings": rec["timings"], "reused": True}
+    dev = torch.device(job["device"])
+    classifier, _ = load_or_train_classifier(job["dataset"], device=dev, cache_root=job["classifier_cache"])
+    real_MD = ext = None
+    if job["extractor"] is not None:
+        ext = metrics.make_extractor(job["extractor"], dev)
+        _, real_MD = metrics.reference_features(job["dataset"], "test", job["ref_n"], job["extractor"], dev,
+                                                job["fid_cache"], module=ext)  # fmt: skip
+    test = _test_split(job)
+    held = job["heldout_n"]
+    sampler = make_sampler(job["sections"], **job["sampler_opts"])
+    with_fid = CheckpointProbe(classifier, real_MD, ext, test.images[:held], test.labels[:held], sampler, n=job["n"], seed=0)
+    no_fid = CheckpointProbe(classifier, None, None, test.images[:held], test.labels[:held], sampler, n=job["n"], seed=0)
+    r = load_run(run_dir, dev)
+    saved = trained["result"]["saved_points"]
+    points, timings = [], []
+    for i, sp in enumerate(saved):
+        state, _ = load_checkpoint(run_dir / POINTS / f"step-{sp['step']:07d}")
+        r.model.load_state_dict(state)
+        probe = with_fid if (job["fid_points"] == "all" or i == len(saved) - 1) else no_fid
+        point, secs = probe(r.order, r.tokenizer, r.model)
+        points.append({**sp, **point})
+        timings.append({"step": sp["step"], "sample_seconds": secs["sample"], "score_seconds": secs["score"]})
+    write_json(rec_path, {"key": key, "points": points, "timings": timings})
+    return {"points": points, "timings": timings, "reused": False}
