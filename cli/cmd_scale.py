@@ -19,6 +19,7 @@ from genorder.errors import UserError
 from genorder.flops import train_flops_per_sample
 from genorder.hashing import dataset_fingerprint, short, tensors_fingerprint
 from genorder.model import BackboneConfig, build_model, count_params
+from genorder.parallel import Job, run_jobs
 from genorder.registry import registry
 from genorder.runs import load_run, write_json
 from genorder.scaling import (
@@ -59,6 +60,33 @@ def _class_accuracy(run, dataset_spec: str, n: int, cfg: float, seed: int, devic
     images = generate_images(run, labels, make_sampler({}, cfg=cfg), seed=seed, batch_size=100)
     res = class_accuracy(clf, images, labels.to(images.device))
     return {**res, "classifier_test_accuracy": info.get("test_accuracy")}
+
+
+def scale_point(p: Plan, key: str, rdir: Path, cfg: ScaleConfig, dataset: str, tokenizer_stem: str, device: str,
+                dev: torch.device, quiet: bool) -> dict:  # fmt: skip
+    """Job: train one point (or finish / reuse its run) and score it; returns its points.jsonl record."""
+    test_ds = load_dataset(dataset, "test")
+    if not (rdir / "model.json").exists() or not read_meta(rdir / "model").get("final"):
+        bb = cfg.backbone(p.depth)
+        train_run(
+            p.order, rdir, dataset_spec=dataset, tokenizer_spec=tokenizer_stem, depth=p.depth,
+            budget={"steps": p.steps}, backbone_opts={"width": bb["width"], "heads": bb["heads"]},
+            train_opts={"batch_size": cfg.batch_size, "lr": cfg.lr, "seed": cfg.seed, "device": device},
+            resume=(rdir / "model.json").exists(), samples_per_class=4, quiet=quiet,
+        )  # fmt: skip
+    run = load_run(rdir, dev)
+    meta = read_meta(rdir / "model")
+    held = test_token_loss(run.order, run.tokenizer, run.model, test_ds, cfg.eval_n, cfg.eval_batch, cfg.seed)
+    acc = _class_accuracy(run, dataset, cfg.accuracy_n, cfg.cfg, cfg.seed, dev) if cfg.accuracy_n else None
+    spent = meta["spent"]
+    return {
+        "key": key, "order": p.order, "depth": p.depth, "width": p.width, "params": p.params,
+        "tokens_per_image": p.tokens_per_image, "steps": spent["steps"], "images": spent["images"],
+        "tokens": spent["tokens"], "flops": spent["flops"], "train_seconds": spent["seconds"],
+        "loss": held["loss"], "token_acc": held["acc"], "eval_images": held["images"], "eval_tokens": held["tokens"],
+        "class_acc": acc, "class_error": (1 - acc["acc"]) if acc else None, "run": str(rdir),
+        "device": str(dev),
+    }  # fmt: skip
 
 
 def _tokenizer_shape(spec: str | None, order, dataset, device: torch.device):
@@ -113,6 +141,7 @@ def scale(
     device: Annotated[str, Opt(help="auto, cpu, cuda")] = "auto",
     out: Annotated[Path, Opt(help="folder: points.jsonl, scaling.json, scaling_flops.png, scaling_params.png, runs/")] = Path("runs/scale"),
     plan_only: Annotated[bool, Opt("--plan-only", help="print the points (params, steps, FLOPs) and write nothing")] = False,
+    workers: Annotated[int, Opt(help="processes that train points side by side, 1 torch thread each when N > 1 (one per CPU core is a good choice on a CPU); the points do not depend on it")] = 1,
 ) -> None:
     """Train every order at several sizes under the same tokens per parameter; fit L = a·X^b per order."""
     cfg = build_config(ScaleConfig, {
@@ -125,6 +154,8 @@ def scale(
         raise UserError(f"--depths lists a depth twice: {depths}")
     if bootstrap < 0:
         raise UserError("--bootstrap must be >= 0")
+    if workers < 1:
+        raise UserError(f"--workers must be at least 1, got {workers}")
     dev = resolve_device(device)
     if cfg.accuracy_n:
         try:
@@ -167,43 +198,30 @@ def scale(
     write_json(out / "scale-config.json", {"config": cfg.model_dump(mode="json"), "dataset": dataset, "context": context,
                                            "tokenizers": {k: str(v) for k, v in stems.items()}})  # fmt: skip
     order_kind = {o: registry("orders").create(o, {}).tokenizer_kind for o in cfg.orders}
-    for p in plans:
-        key = keys[p.name]
-        if key in have:
+    if cfg.accuracy_n and not plan_only:
+        from genorder.classifier import load_or_train_classifier
+
+        with console.status("class-consistency classifier (trained once per dataset content, then cached)"):
+            load_or_train_classifier(dataset, device=str(dev))  # before the workers, which then only read it
+    jobs = []
+    for i, p in enumerate(plans):
+        if keys[p.name] in have:
             console.print(f"{p.name}: already in points.jsonl, skipping")
             continue
         # one folder per trained model: another budget or tokenizer trains anew, other scoring does not
         rdir = out / "runs" / f"{p.name}-{short(train_key(cfg, p, context), 8)}"
-        if not (rdir / "model.json").exists() or not read_meta(rdir / "model").get("final"):
-            bb = cfg.backbone(p.depth)
-            train_run(
-                p.order, rdir, dataset_spec=dataset, tokenizer_spec=str(stems[order_kind[p.order]]), depth=p.depth,
-                budget={"steps": p.steps}, backbone_opts={"width": bb["width"], "heads": bb["heads"]},
-                train_opts={"batch_size": cfg.batch_size, "lr": cfg.lr, "seed": cfg.seed, "device": device},
-                resume=(rdir / "model.json").exists(), samples_per_class=4,
-            )  # fmt: skip
-        run = load_run(rdir, dev)
-        meta = read_meta(rdir / "model")
-        with console.status(f"{p.name}: held-out token loss on {min(cfg.eval_n, len(test_ds))} test images"):
-            held = test_token_loss(run.order, run.tokenizer, run.model, test_ds, cfg.eval_n, cfg.eval_batch, cfg.seed)
-        acc = None
-        if cfg.accuracy_n:
-            with console.status(f"{p.name}: class consistency of {cfg.accuracy_n} samples"):
-                acc = _class_accuracy(run, dataset, cfg.accuracy_n, cfg.cfg, cfg.seed, dev)
-        spent = meta["spent"]
-        point = {
-            "key": key, "order": p.order, "depth": p.depth, "width": p.width, "params": p.params,
-            "tokens_per_image": p.tokens_per_image, "steps": spent["steps"], "images": spent["images"],
-            "tokens": spent["tokens"], "flops": spent["flops"], "train_seconds": spent["seconds"],
-            "loss": held["loss"], "token_acc": held["acc"], "eval_images": held["images"], "eval_tokens": held["tokens"],
-            "class_acc": acc, "class_error": (1 - acc["acc"]) if acc else None, "run": str(rdir),
-            "device": str(dev),
-        }  # fmt: skip
-        append_point(out / "points.jsonl", point)
-        have.add(key)
-        console.print(f"{p.name}: test loss {held['loss']:.4f} · {spent['flops'] / 1e12:.3g} TFLOP"
+        jobs.append(Job(p.name, scale_point, (p, keys[p.name], rdir, cfg, dataset, str(stems[order_kind[p.order]]), device,
+                                              dev, workers > 1),
+                        cost=float(p.train_flops) if workers > 1 else -i))  # in parallel the largest first; else in order  # fmt: skip
+
+    def written(name: str, point: dict) -> None:
+        append_point(out / "points.jsonl", point)  # each point as it finishes: the sweep resumes from here
+        acc = point["class_acc"]
+        console.print(f"{name}: test loss {point['loss']:.4f} · {point['flops'] / 1e12:.3g} TFLOP"
                       + (f" · class acc {acc['acc']:.3f}" if acc else ""))  # fmt: skip
-        del run
+
+    wthreads = torch.get_num_threads() if workers == 1 else 1
+    run_jobs(jobs, workers=workers, threads=wthreads, on_result=written)
 
     _report(out, cfg, [q for q in read_points(out / "points.jsonl") if q.get("key") in set(keys.values())], bootstrap)
 

@@ -92,14 +92,17 @@ def run_jobs(
     workers: int = 1,
     threads: int | None = None,
     on_event: Callable[[str, str, float], None] | None = None,
+    on_result: Callable[[str, Any], None] | None = None,
 ) -> dict[str, Any]:
     """Run `jobs` and return {name: return value}. `on_event(kind, name, seconds)` is called with
-    kind "start" (seconds 0) and "done" (the job's wall-clock). The first job that raises stops the
-    pool (running jobs finish, queued ones never start) and its exception is raised here."""
+    kind "start" (seconds 0) and "done" (the job's wall-clock); `on_result(name, value)` as each job
+    ends (to write results as they come). The first job that raises stops the pool (running jobs
+    finish, queued ones never start) and its exception is raised here."""
     by_name = _check(jobs)
     done: dict[str, Any] = {}
     pending = dict(by_name)
     emit = on_event or (lambda kind, name, seconds: None)
+    got = on_result or (lambda name, value: None)
 
     def ready() -> list[Job]:
         r = [j for j in pending.values() if all(d in done for d in j.deps)]
@@ -112,6 +115,7 @@ def run_jobs(
             emit("start", j.name, 0.0)
             t0 = time.perf_counter()
             done[j.name] = j.fn(*_resolve(j.args, done), **_resolve(j.kwargs, done))
+            got(j.name, done[j.name])
             emit("done", j.name, time.perf_counter() - t0)
         return done
 
@@ -129,6 +133,7 @@ def run_jobs(
                 for fut in finished:
                     name, t0 = running.pop(fut)
                     done[name] = fut.result()  # re-raises the job's exception here
+                    got(name, done[name])
                     emit("done", name, time.perf_counter() - t0)
         except BaseException:
             for fut in running:

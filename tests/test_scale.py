@@ -182,6 +182,16 @@ def test_scale_writes_points_fits_and_figures_and_resumes(tiny):
     assert all(q["steps"] >= p["steps"] for q, p in zip(rep["points"], pts))
 
 
+def test_two_workers_give_the_same_points(tiny):
+    root, data = tiny
+    r1 = invoke(*common(data, root / "w1", "raster,next-scale"))
+    r2 = invoke(*common(data, root / "w2", "raster,next-scale"), "--workers", "2")
+    assert r1.exit_code == 0 and r2.exit_code == 0, r1.output + r2.output
+    read = lambda out: {p["key"]: (p["loss"], p["steps"], p["flops"]) for p in map(json.loads, (out / "points.jsonl").read_text().splitlines())}  # noqa: E731
+    one, two = read(root / "w1"), read(root / "w2")
+    assert len(one) == 6 and one == two
+
+
 def test_plan_only_writes_nothing_and_bad_options_exit_2(tiny):
     root, data = tiny
     out = root / "plan"
@@ -189,7 +199,7 @@ def test_plan_only_writes_nothing_and_bad_options_exit_2(tiny):
     assert r.exit_code == 0, r.output
     assert "next-scale-d3-w48" in r.output and "to train" in r.output and not out.exists()
     for bad in (["--depths", "1,2"], ["--depths", "1,1,2"], ["--orders", "zigzag"], ["--tokens-per-param", "0"],
-                ["--bootstrap", "-1"]):  # fmt: skip
+                ["--bootstrap", "-1"], ["--workers", "0"]):  # fmt: skip
         r = invoke(*common(data, out, "raster"), *bad)
         assert r.exit_code == 2, (bad, r.output)
         assert "error:" in r.output
