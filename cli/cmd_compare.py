@@ -55,7 +55,7 @@ Opt = typer.Option
 # orders are the built-in ones (those the genorder distribution registers) unless --orders names others.
 CPU = {"depth": 2, "steps": 500, "batch_size": 64, "tokenizer_steps": 300, "tokenizer_batch": 32,
        "tokenizer_lr": 2e-3, "seeds": "0,1", "points": 5, "n_eval": 100, "ref_n": 500, "heldout_n": 500, "fid_points": "last"}  # fmt: skip
-CPU_LR = 8e-3  # the best of 1e-3..8e-3 for every built-in order (the range's top; docs/RESULTS.md, LR sweep)
+CPU_LR = 8e-3  # the CPU default; an order may declare its own best (`Order.cpu_lr`; docs/RESULTS.md §0.3, LR sweep)
 GPU = {"depth": 16, "steps": 5000, "batch_size": 128, "tokenizer_steps": 3000, "tokenizer_batch": 32,
        "tokenizer_lr": 3e-4, "seeds": "0,1", "points": 5, "n_eval": 1000, "ref_n": 10000, "heldout_n": 1000, "fid_points": "all"}  # fmt: skip
 GPU_LR = 4e-4
@@ -90,7 +90,7 @@ def compare(
     flops: Annotated[Optional[float], Opt(help="budget: training FLOPs per order and seed")] = None,
     minutes: Annotated[Optional[float], Opt(help="budget: wall-clock minutes per order and seed (load-dependent: flagged in every table)")] = None,
     batch_size: Annotated[Optional[int], Opt(help="images per step (default 64 CPU / 128 GPU)")] = None,
-    lr: Annotated[Optional[float], Opt(help="one peak lr for every order (default: per order, from the LR sweep)")] = None,
+    lr: Annotated[Optional[float], Opt(help="one peak lr for every order (default on a CPU: the rate each order declares as best in the CPU regime's LR sweep, else 8e-3; on a GPU 4e-4)")] = None,
     tune_lr: Annotated[bool, Opt("--tune-lr", help="sweep --lrs per order first (seed 0, --tune-fraction of the budget), train each at its best held-out loss")] = False,
     lrs: Annotated[str, Opt(help="learning rates tried by --tune-lr")] = TUNE_LRS,
     tune_fraction: Annotated[float, Opt(help="budget of each --tune-lr run, as a fraction of the main budget")] = 0.5,
@@ -264,7 +264,7 @@ def compare(
     # 2. the LR sweep
     sweep: dict[str, Any] = {}
     sweep_timings: dict[str, Any] = {}
-    lr_by_order = {nm: lr or (GPU_LR if gpu else CPU_LR) for nm in names}
+    lr_by_order = {nm: lr or (GPU_LR if gpu else (order_objs[nm].cpu_lr or CPU_LR)) for nm in names}
     if tune_lr:
         lr_list = parse_csv(lrs, float)
         if len(lr_list) < 1 or any(v <= 0 for v in lr_list):

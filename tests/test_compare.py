@@ -54,6 +54,12 @@ def test_compare_twice_gives_the_same_json_and_writes_every_curve_point(tmp_path
     doc = json.loads((tmp_path / "a" / "comparison.json").read_text())
     assert [row["order"] for row in doc["rows"]] == ["maskgit", "next-scale", "raster"]  # the built-ins, by name
     assert doc["budget"] == {"steps": 4} and not doc["load_dependent_budget"]
+    from genorder.registry import registry
+    from genorder_cli.cmd_compare import CPU_LR
+
+    for name in doc["orders"]:  # no --lr: the rate each order declares for the CPU regime, else the default
+        assert doc["lr"][name] == (registry("orders").create(name, {}).cpu_lr or CPU_LR)
+    assert len(set(doc["lr"].values())) == 2  # raster declares its own (a capability, not a name test)
     for name, runs in doc["runs"].items():
         assert [run["seed"] for run in runs] == [0, 1]
         for run in runs:
