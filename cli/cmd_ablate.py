@@ -59,12 +59,13 @@ from genorder.trainer import resolve_device
 from genorder_cli.app import app, console, guarded
 from genorder_cli.cmd_eval import check_extractor, record, score_images
 from genorder_cli.cmd_train import train_run
+from genorder_cli.compare_jobs import POINTS, PointSaver
 from genorder_cli.common import ThreadsOpt, generate_with_bar, make_sampler, set_threads
 
 Opt = typer.Option
 
 # Preset fields that change what is trained or sampled: an OUT made with other values is refused.
-FINGERPRINT = ("dataset", "tokenizers", "tokenizer_steps", "tokenizer_batch", "tokenizer_lr", "depth", "deep_depth", "budget",
+FINGERPRINT = ("dataset", "tokenizers", "tokenizer_steps", "tokenizer_batch", "tokenizer_lr", "depth", "deep_depth", "width_per_depth", "budget",
                "train", "backbone", "maskgit_steps", "n_eval", "eval_batch")  # fmt: skip
 
 
@@ -283,6 +284,7 @@ def _train_row(row: Row, p: Preset, seed: int, sdir: Path, ds_spec: str, tok_ste
     if _finished(rdir / "model"):
         if (rdir / "model.safetensors").is_file() or all(_sampled(u, p, seed, sdir, vocab, timing) for u in users):
             console.print(f"row {row.id} seed {seed}: finished model in {rdir}, not retraining")
+            _annealed_plateau(rdir, p, ds_spec, device)
             return
         # a copied OUT without weights, and rows still to sample: train the model again
         console.print(f"row {row.id} seed {seed}: {rdir} has no weights and rows left to sample; retraining")
@@ -293,12 +295,46 @@ def _train_row(row: Row, p: Preset, seed: int, sdir: Path, ds_spec: str, tok_ste
     # initialisation depends on its seed only, not on which rows ran before it in this process
     torch.manual_seed(seed)
     console.print(f"[bold]row {row.id}[/bold] ({row.title}) seed {seed} -> {rdir}")
+    wsd = opts["train_opts"].get("schedule") == "wsd"
     train_run(
         opts["order_name"], rdir, dataset_spec=ds_spec, tokenizer_spec=str(tok_stems[row.tokens]), depth=opts["depth"],
         budget=opts["budget"], backbone_opts=opts["backbone_opts"], train_opts=opts["train_opts"],
         order_opts=opts["order_opts"], sampler_opts=sampler_options(row, vocab[row.tokens]),
         resume=(rdir / "model.json").exists(), samples_per_class=p.samples_per_class,
+        on_step=PointSaver(rdir, anneal=True, ends=[1 - PLATEAU_TAIL, 1.0]) if wsd else None,
     )  # fmt: skip
+    _annealed_plateau(rdir, p, ds_spec, device)
+
+
+PLATEAU_TAIL = 0.2  # the plateau test: what the last 20% of the compute bought
+HELDOUT_N = 500  # test images of the held-out loss (compare's)
+
+
+def _annealed_plateau(rdir: Path, p: Preset, ds_spec: str, device: str | None) -> None:
+    """plateau.json of a wsd row: held-out loss (the first 500 test images) of the run of 80% the
+    length (its cool-down branch, saved under points/) and of the full run, and the relative
+    improvement between them (flat below 2%). Nothing for other schedules or when a point is missing."""
+    from genorder.checkpoint import load_checkpoint
+    from genorder.data import load_dataset
+    from genorder.heldout import heldout_loss, plateau
+
+    if p.train.get("schedule") != "wsd" or (rdir / "plateau.json").is_file():
+        return
+    pts = sorted((rdir / POINTS).glob("step-*.safetensors"))
+    if len(pts) < 2:
+        return
+    r = load_run(rdir, resolve_device(device or "auto"))
+    train = load_dataset(ds_spec, "train")
+    test = load_dataset(ds_spec, "test", image_size=train.image_size, channels=train.channels)
+    rows = []
+    for f in pts:
+        state, meta = load_checkpoint(f.with_suffix(""))
+        r.model.load_state_dict(state)
+        loss = heldout_loss(r.order, r.tokenizer, r.model, test.images[:HELDOUT_N], test.labels[:HELDOUT_N])
+        rows.append({"step": meta["step"], "images": meta["images"], "heldout_loss": loss})
+    pl = plateau([(q["images"], q["heldout_loss"]) for q in rows], tail=PLATEAU_TAIL)
+    write_json(rdir / "plateau.json", {"kind": "held-out loss of annealed runs (wsd cool-down branches)",
+                                       "points": rows, **pl, "flat": pl["improvement"] is not None and pl["improvement"] < 0.02})  # fmt: skip
 
 
 def _eval_ok(rec: dict | None, p: Preset, seed: int, sampler: dict) -> bool:
@@ -420,11 +456,11 @@ def _write_table(out: Path, p: Preset, selected: list[Row], seeds: list[int], ds
             if info is None:
                 continue
             info["samples_png"] = str(d / "samples.png")  # this OUT's copy (OUT may have been moved)
-            log = out / f"seed{seed}" / row_by_id(row.train_id).dirname / "log.jsonl"
+            tdir = out / f"seed{seed}" / row_by_id(row.train_id).dirname
             results.setdefault(row.id, {})[seed] = {**info, "eval": _read_json(d / "eval.json"),
                                                     "class": _read_json(d / "class.json"),
                                                     "timing": _read_json(d / "timing.json"),
-                                                    "plateau": plateau_from_log(log)}  # fmt: skip
+                                                    "plateau": _read_json(tdir / "plateau.json") or plateau_from_log(tdir / "log.jsonl")}  # fmt: skip
     table = aggregate(selected, results, seeds)
     tok = ", ".join(f"{fam}: {name} {opts or ''}".strip() for fam, (name, opts) in p.tokenizers.items())
     cmd = f"genorder ablate --preset {p.name} --out {out} --seeds {','.join(map(str, seeds))} --rows {rows_spec}"

@@ -47,16 +47,18 @@ from genorder_cli.common import layered, make_sampler
 
 Opt = typer.Option
 
-# The CPU regime (issue 9, docs/RESULTS.md): 8x8 tokens from f=4 tokenizers, small backbones, step
-# budgets that a 2-core machine finishes in minutes. Peak learning rates per order come from
-# `genorder compare --tune-lr` (docs/RESULTS.md, "LR sweep").
+# The CPU regime (issue 9, docs/RESULTS.md §0): 8x8 tokens from f=4 tokenizers, d2 backbones of
+# width 64 (0.2M parameters), 1000 steps of 64 images under the wsd schedule, so that every order's
+# held-out loss has flattened by the end (the last 20% of the compute buys < 2%), within 15 minutes
+# on a 2-core machine. Peak learning rates per order come from `genorder compare --tune-lr`
+# (docs/RESULTS.md §0.3, LR sweep).
 # The tokenizers are the presets each tokenizer declares itself the default for (order kind, the
 # dataset's channels and size: `Tokenizer.default_for`), unless --tokenizer names others; the
 # orders are the built-in ones (those the genorder distribution registers) unless --orders names others.
-CPU = {"depth": 2, "steps": 500, "batch_size": 64, "tokenizer_steps": 300, "tokenizer_batch": 32,
+CPU = {"depth": 2, "width_per_depth": 32, "steps": 1000, "batch_size": 64, "tokenizer_steps": 300, "tokenizer_batch": 32,
        "tokenizer_lr": 2e-3, "seeds": "0,1", "points": 5, "n_eval": 100, "ref_n": 500, "heldout_n": 500, "fid_points": "last"}  # fmt: skip
 CPU_LR = 8e-3  # the CPU default; an order may declare its own best (`Order.cpu_lr`; docs/RESULTS.md §0.3, LR sweep)
-GPU = {"depth": 16, "steps": 5000, "batch_size": 128, "tokenizer_steps": 3000, "tokenizer_batch": 32,
+GPU = {"depth": 16, "width_per_depth": None, "steps": 5000, "batch_size": 128, "tokenizer_steps": 3000, "tokenizer_batch": 32,
        "tokenizer_lr": 3e-4, "seeds": "0,1", "points": 5, "n_eval": 1000, "ref_n": 10000, "heldout_n": 1000, "fid_points": "all"}  # fmt: skip
 GPU_LR = 4e-4
 TUNE_LRS = "2e-3,4e-3,8e-3"
@@ -83,9 +85,9 @@ def _band(values: list[float | None]) -> tuple[float | None, float | None, float
 @guarded
 def compare(
     orders: Annotated[Optional[str], Opt(help="comma-separated orders to train and compare (default: the built-in ones; see `genorder plugins`)")] = None,
-    depth: Annotated[Optional[int], Opt(help="one depth for every order (default 2 on a CPU, 16 on a GPU)")] = None,
+    depth: Annotated[Optional[int], Opt(help="one depth for every order (default 2 on a CPU, at width 32·depth; 16 on a GPU, at the backbone's 64·depth; other widths: --set backbone.width=W)")] = None,
     dataset: Annotated[str, Opt(help="fashion-mnist, shapes, imagefolder:PATH, npz:PATH")] = "fashion-mnist",
-    steps: Annotated[Optional[int], Opt(help="budget: optimizer steps per order and seed (default 500 CPU / 5000 GPU)")] = None,
+    steps: Annotated[Optional[int], Opt(help="budget: optimizer steps per order and seed (default 1000 CPU / 5000 GPU)")] = None,
     images: Annotated[Optional[int], Opt(help="budget: images seen per order and seed")] = None,
     flops: Annotated[Optional[float], Opt(help="budget: training FLOPs per order and seed")] = None,
     minutes: Annotated[Optional[float], Opt(help="budget: wall-clock minutes per order and seed (load-dependent: flagged in every table)")] = None,
@@ -100,6 +102,7 @@ def compare(
     image_size: Annotated[Optional[int], Opt(help="train at this image size (the tokenizer must match, e.g. --set tokenizer.image_size=...)")] = None,
     seeds: Annotated[Optional[str], Opt(help="seeds per order, drawn as bands (default 0,1)")] = None,
     points: Annotated[Optional[int], Opt(help="evaluation points along training (default 5: the last 20% of training is then measured exactly)")] = None,
+    schedule: Annotated[str, Opt(help="lr schedule: wsd (warmup, flat, cool-down over the last --set train.cooldown=0.2 of a run; every point but the last is the end of its own cool-down branch, so each point is what a run of that length ends with) or lin0 (VAR's decay over the whole run; points are the running weights)")] = "wsd",
     n_eval: Annotated[Optional[int], Opt("--n", help="samples per evaluation point (class-balanced)")] = None,
     ref_n: Annotated[Optional[int], Opt(help="test images of the FID reference (default 500 CPU / 10000 GPU)")] = None,
     extractor: Annotated[str, Opt(help="FID features: genorder-inception-fid, or genorder-tiny-random (smoke tests)")] = "genorder-inception-fid",
@@ -138,6 +141,8 @@ def compare(
         raise UserError(f"--set: unknown section(s) {sorted(unknown)}; use order, backbone, train, sampler, tokenizer")
     tok_opts = dict(sections.pop("tokenizer", {}))
     depth = depth or D["depth"]
+    if D["width_per_depth"] and "width" not in sections.get("backbone", {}):
+        sections.setdefault("backbone", {})["width"] = D["width_per_depth"] * depth  # the regime's width
     budget = {k: v for k, v in {"steps": steps, "images": images, "flops": flops, "minutes": minutes}.items() if v is not None}
     budget = budget or {"steps": D["steps"]}
     load_dependent = "minutes" in budget or tokenizer_minutes is not None
@@ -147,6 +152,8 @@ def compare(
     n = n_eval or D["n_eval"]
     ref = ref_n or D["ref_n"]
     fid_points = fid_points or D["fid_points"]
+    if schedule not in ("wsd", "lin0"):
+        raise UserError(f"--schedule must be wsd or lin0, got {schedule!r}")
     if fid_points not in ("all", "last"):
         raise UserError(f"--fid-points must be all or last, got {fid_points!r}")
     if not seed_list or n_points < 1 or n < 2 or ref < 2 or not 0 < tune_fraction <= 1:
@@ -203,11 +210,11 @@ def compare(
                                                                       tokenizer_minutes, tok_train, tok_opts), cost=30.0))  # fmt: skip
         order_tok[nm] = tok_key
     clf_hash = config_fingerprint({"train": dataset_fingerprint(train_ds), "test": dataset_fingerprint(test_ds)})
-    base_key = {"dataset": dataset_fingerprint(train_ds), "depth": depth, "batch_size": batch_size, "sections": sections,
+    base_key = {"dataset": dataset_fingerprint(train_ds), "depth": depth, "batch_size": batch_size, "sections": sections, "schedule": schedule,
                 "sampler": sampler_opts, "threads": torch.get_num_threads(), "image_size": image_size}  # fmt: skip
     score_key = {"n": n, "extractor": None if no_fid else extractor, "fid_points": fid_points, "ref_n": ref,
                  "classifier": cache_key(clf_hash, ClassifierConfig()), "heldout_n": held}  # fmt: skip
-    common = {"dataset": dataset, "depth": depth, "batch_size": batch_size, "sections": sections, "sampler_opts": sampler_opts,
+    common = {"dataset": dataset, "depth": depth, "batch_size": batch_size, "sections": sections, "sampler_opts": sampler_opts, "schedule": schedule,
               "per_class": per_class, "image_size": image_size, "device": dev_s, "heldout_n": held, "n": n, "ref_n": ref,
               "extractor": None if no_fid else extractor, "fid_points": fid_points, "score_key": score_key,
               "fid_cache": str(fid_cache) if fid_cache else None, "classifier_cache": clf_root}  # fmt: skip
@@ -295,7 +302,7 @@ def compare(
             console.print(f"{nm} seed {seed}: finished run found in {run_dir}, reusing it")
         res = {k: v for k, v in tr["result"].items() if k != "saved_points"}
         res["points"] = sc["points"]
-        tim = {"train_seconds": tr["timings"]["train_seconds"],
+        tim = {"train_seconds": tr["timings"]["train_seconds"], "branch_seconds": tr["timings"].get("branch_seconds", 0.0),
                "points": [{**a, **b} for a, b in zip(tr["timings"]["points"], sc["timings"])]}  # fmt: skip
         for p in sc["points"]:
             c = p["class_acc"]
@@ -329,7 +336,7 @@ def compare(
     )  # fmt: skip
     doc = {
         "orders": names, "dataset": dataset, "depth": depth, "budget": budget, "load_dependent_budget": load_dependent,
-        "batch_size": batch_size, "lr": lr_by_order, "seeds": seed_list, "points": n_points, "device": dev.type,
+        "batch_size": batch_size, "lr": lr_by_order, "schedule": schedule, "seeds": seed_list, "points": n_points, "device": dev.type,
         "threads": torch.get_num_threads(), "sampler": sampler_opts, "sections": sections, "image_size": image_size,
         "evaluation": {"n": n, "class_balanced": True, "ref_n": ref, "extractor": None if no_fid else extractor,
                        "fid_points": None if no_fid else fid_points,

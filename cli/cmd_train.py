@@ -293,9 +293,10 @@ def _train_locked(order_name, order, out: Path, lock: RunLock, w, device, bb, bu
     from genorder.runs import Run
 
     run = Run(out, order, order_name, tokenizer, model.eval(), meta)
-    labels = class_balanced_labels(ds.num_classes, ds.num_classes * samples_per_class)
-    images = generate_with_bar(run, labels, sampler, seed=tcfg.seed, batch_size=64, title="sample grid", quiet=quiet)
-    save_grid(images, out / "samples.png", nrow=samples_per_class, scale=2, labels_left=ds.class_names)
+    if samples_per_class > 0:  # 0: no grid (library callers that sample elsewhere)
+        labels = class_balanced_labels(ds.num_classes, ds.num_classes * samples_per_class)
+        images = generate_with_bar(run, labels, sampler, seed=tcfg.seed, batch_size=64, title="sample grid", quiet=quiet)
+        save_grid(images, out / "samples.png", nrow=samples_per_class, scale=2, labels_left=ds.class_names)
     summary.update({"order": order_name, "params": count_params(model), "depth": bb.depth,
                     "train_flops_per_image": trainer.flops_per_sample, "dataset": dataset_spec,
                     "sampler": sampler.config.model_dump()})

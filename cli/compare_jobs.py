@@ -63,32 +63,66 @@ def fid_reference_job(dataset: str, n: int, ref_n: int, extractor: str, device: 
     return floor
 
 
-class _PointSaver:
-    """`on_step` hook: at fractions k/points of the budget, saves the model's weights."""
+class PointSaver:
+    """`on_step` hook: the weights at fractions `ends` of the budget (default k/points, k = 1..points),
+    saved under RUN/points/step-NNNNNNN.
 
-    def __init__(self, run_dir: Path, points: int) -> None:
+    With `anneal` (the wsd schedule), a point below 1 is the end of a run of that length: at its
+    fork (`genorder.cooldown.fork_at`) the hook runs that run's cool-down as a branch and saves the
+    branch's weights, then training goes on from the trunk. The last point is the trunk's own end.
+    Without it, a point is the running weights at that fraction. On a resumed run, points whose
+    fork lies before the resume are not taken again (their files are kept from before)."""
+
+    def __init__(self, run_dir: Path, points: int = 0, anneal: bool = False, ends: list[float] | None = None) -> None:
         self.dir = run_dir / POINTS
-        self.targets = [k / points for k in range(1, points + 1)]
+        self.ends = sorted(ends) if ends is not None else [k / points for k in range(1, points + 1)]
+        self.anneal = anneal
         self.saved: list[dict] = []
         self.timings: list[dict] = []
         self.overhead = 0.0  # seconds spent saving, taken out of the training clock
+        self.branch_seconds = 0.0  # seconds spent in cool-down branches (not the trunk's)
+        self.started = False
+
+    def _at(self, trainer, end: float) -> float:
+        from genorder.cooldown import fork_at
+
+        return fork_at(trainer.cfg, end) if self.anneal and end < 1 - 1e-9 else end
+
+    def _due(self, trainer) -> float | None:
+        if not self.ends:
+            return None
+        end = self.ends[0]
+        return end if trainer.tracker.fraction() + 1e-9 >= self._at(trainer, end) else None
 
     def __call__(self, trainer, metrics: dict) -> None:
         from genorder.checkpoint import save_checkpoint
 
-        frac = trainer.tracker.fraction()
-        if not self.targets or frac + 1e-9 < self.targets[0]:
-            return
-        while self.targets and frac + 1e-9 >= self.targets[0]:
-            self.targets.pop(0)
-        t0 = time.perf_counter()
-        s = trainer.tracker.spent
-        state = {k: v.detach().cpu() for k, v in trainer.model.state_dict().items()}
-        rec = {"step": s.steps, "images": s.images, "train_flops": s.flops}
-        save_checkpoint(self.dir / f"step-{s.steps:07d}", state, {"component": "compare-point", **rec})
-        self.saved.append(rec)
-        self.timings.append({"step": s.steps, "train_seconds": s.seconds - self.overhead})
-        self.overhead += time.perf_counter() - t0
+        if not self.started:  # the fraction before this step: a resumed run starts past 0
+            self.started = True
+            steps = trainer.tracker.spent.steps
+            before = trainer.tracker.fraction() * (steps - 1) / steps if steps else 0.0
+            self.ends = [e for e in self.ends if self._at(trainer, e) + 1e-9 >= before]
+        end = self._due(trainer)
+        while end is not None:
+            self.ends.pop(0)
+            t0 = time.perf_counter()
+            trunk_s = trainer.tracker.spent.seconds - self.overhead - self.branch_seconds
+            if self.anneal and end < 1 - 1e-9:
+                from genorder.cooldown import anneal_branch
+
+                state, s = anneal_branch(trainer, end)
+                branch_s = time.perf_counter() - t0
+                self.branch_seconds += branch_s
+            else:
+                state = {k: v.detach().cpu() for k, v in trainer.model.state_dict().items()}
+                s, branch_s = trainer.tracker.spent.as_dict(), 0.0
+            rec = {"step": s["steps"], "images": s["images"], "train_flops": s["flops"]}
+            t1 = time.perf_counter()
+            save_checkpoint(self.dir / f"step-{s['steps']:07d}", state, {"component": "compare-point", **rec})
+            self.saved.append(rec)
+            self.timings.append({"step": s["steps"], "train_seconds": trunk_s + branch_s})
+            self.overhead += time.perf_counter() - t1
+            end = self._due(trainer)
 
 
 def _read(path: Path, key: str) -> dict | None:
@@ -106,7 +140,8 @@ def train_job(job: dict) -> dict:
 
     job: name, seed, lr, budget, run_dir, key, tokenizer_stem, dataset, depth, batch_size,
     sections, sampler_opts, per_class, image_size, device, points (0: no points, score the
-    held-out loss on the LR-sweep split instead), heldout_n.
+    held-out loss on the LR-sweep split instead), heldout_n, schedule (lin0 or wsd; under wsd every
+    point but the last is the end of its own cool-down branch).
     Returns {"result", "timings", "reused"}."""
     from genorder.checkpoint import read_meta
     from genorder.runs import write_json
@@ -119,11 +154,13 @@ def train_job(job: dict) -> dict:
         return {"result": rec["result"], "timings": rec["timings"], "reused": True}
     if run_dir.exists():
         shutil.rmtree(run_dir)
-    hook = _PointSaver(run_dir, job["points"]) if job["points"] else None
+    schedule = job.get("schedule", "lin0")
+    hook = PointSaver(run_dir, job["points"], anneal=schedule == "wsd") if job["points"] else None
     summary = train_run(
         job["name"], run_dir, dataset_spec=job["dataset"], tokenizer_spec=job["tokenizer_stem"], depth=job["depth"],
         budget=job["budget"], sections=job["sections"],
-        train_opts={"batch_size": job["batch_size"], "lr": job["lr"], "seed": job["seed"], "device": job["device"]},
+        train_opts={"batch_size": job["batch_size"], "lr": job["lr"], "seed": job["seed"], "device": job["device"],
+                    "schedule": schedule},
         sampler_opts=job["sampler_opts"], samples_per_class=job["per_class"], on_step=hook,
         image_size=job["image_size"], quiet=True,
     )  # fmt: skip
@@ -136,6 +173,7 @@ def train_job(job: dict) -> dict:
     if hook is not None:
         result["saved_points"] = hook.saved
         timings["points"] = hook.timings
+        timings["branch_seconds"] = hook.branch_seconds
     else:
         result["heldout_loss"] = _heldout_on_tune_split(run_dir, job)
     write_json(rec_path, {"key": job["key"], "result": result, "timings": timings})

@@ -180,6 +180,7 @@ class Preset:
     kid_subsets: int = 100
     samples_per_class: int = 8
     tokenizer_lr: float | None = None  # None: the tokenizer trainer's default
+    width_per_depth: int | None = None  # every row's width = this x its depth (None: the backbone's 64·depth)
     seeds: str = "0,1,2"  # at least 3 seeds per row by default: the intervals are over seeds
     note: str = ""
 
@@ -258,12 +259,12 @@ PRESETS: dict[str, Preset] = {
         note="CPU smoke scale: d2 (d3 for row 7), 150 steps of 32 images per row, 300-step tokenizers, "
         "200 samples per row; far too small to say anything about the paper's deltas",
     ),
-    # The CPU regime of the issue "Comparisons that measure the order" (../shared/reference/CPU_REGIME.md):
     # The regime of `genorder compare` on a CPU (issue 9): the same f=4 tokenizers giving 8x8 tokens
     # at 32 px (`msvq-fmnist-cpu` with 6 scales, `vq-fmnist-cpu`), trained as compare trains them
-    # (300 steps of 32 at lr 2e-3), d2 backbones (d3 for row 7), compare's 500 steps of 64 images
-    # at lr 8e-3 per row. About 1 hour per seed on one core (docs/ABLATION.md §3.2); run the seeds
-    # side by side (one process per core) with --seeds, every row resumes.
+    # (300 steps of 32 at lr 2e-3), d2 backbones of width 64 (d3 at width 96 for row 7), compare's
+    # 1000 steps of 64 images under the wsd schedule at one lr (8e-3) for every row. Every row also
+    # trains the cool-down branch of a run of 80% the length, so the table says whether the last 20%
+    # of the compute still bought anything (< 2%: flat). Run with --workers 2 on 2 cores.
     "fmnist-regime": Preset(
         name="fmnist-regime",
         dataset="fashion-mnist",
@@ -276,8 +277,9 @@ PRESETS: dict[str, Preset] = {
         tokenizer_lr=2e-3,
         depth=2,
         deep_depth=3,
-        budget={"steps": 500},
-        train={"batch_size": 64, "lr": 8e-3, "log_every": 10},
+        width_per_depth=32,
+        budget={"steps": 1000},
+        train={"batch_size": 64, "lr": 8e-3, "log_every": 10, "schedule": "wsd"},
         n_eval=300,
         ref_n=1_000,
         eval_batch=100,
@@ -287,7 +289,8 @@ PRESETS: dict[str, Preset] = {
         bootstrap=100,
         kid_subsets=50,
         samples_per_class=8,
-        note="CPU regime of `genorder compare`: 8x8 tokens at 32 px, d2 (d3 for row 7), 500 steps of 64 images per row at lr 8e-3, 3 seeds",
+        note="CPU regime of `genorder compare`: 8x8 tokens at 32 px, d2 width 64 (d3 width 96 for row 7), "
+        "1000 steps of 64 images per row under wsd at lr 8e-3, the 80% run as a cool-down branch, 3 seeds",
     ),
 }
 
@@ -329,11 +332,13 @@ def train_options(row: Row, preset: Preset, seed: int, device: str | None = None
     order_opts = dict(row.order_opts)
     if row.order == "maskgit":
         order_opts["steps"] = preset.maskgit_steps
+    depth = preset.deep_depth if row.deep else preset.depth
+    width = {"width": preset.width_per_depth * depth} if preset.width_per_depth else {}
     return {
         "order_name": row.order,
-        "depth": preset.deep_depth if row.deep else preset.depth,
+        "depth": depth,
         "budget": dict(preset.budget),
-        "backbone_opts": {**preset.backbone, "adaln": row.adaln, "qk_norm": row.qk_norm},
+        "backbone_opts": {**preset.backbone, **width, "adaln": row.adaln, "qk_norm": row.qk_norm},
         "train_opts": {**preset.train, "seed": seed, "device": device},
         "order_opts": order_opts,
     }
@@ -453,7 +458,9 @@ def aggregate(rows: list[Row], results: dict[int, dict[int, dict]], seeds: list[
         info = next((v for v in per_seed.values() if v), {})
         timing = next((v["timing"] for v in per_seed.values() if v and v.get("timing")), None)
         cost = timing["seconds_per_image"] / base_time if timing and base_time else None
-        flat = [v["plateau"]["flat"] for v in per_seed.values() if v and v.get("plateau")]
+        plats = [v["plateau"] for v in per_seed.values() if v and v.get("plateau")]
+        flat = [q["flat"] for q in plats]
+        worst = max((q["improvement"] for q in plats if q.get("improvement") is not None), default=None)
         out.append({
             "row": row.id, "title": row.title, "order": row.order, "changed": row.changed,
             "params": info.get("params"), "depth": info.get("depth"), "gen_steps": info.get("gen_steps"),
@@ -465,6 +472,8 @@ def aggregate(rows: list[Row], results: dict[int, dict[int, dict]], seeds: list[
             "delta_fid": mean_ci(deltas),
             "fid_ci95": boot[0]["ci95"] if len(boot) == 1 else None,
             "plateau_seeds": [sum(flat), len(flat)] if flat else None,
+            "plateau_worst": worst,
+            "plateau_kind": plats[0].get("kind", "training loss") if plats else None,
             "paper_fid": row.paper_fid, "paper_delta": row.paper_delta, "paper_params": row.paper_params,
             "paper_cost": row.paper_cost, "samples": info.get("samples_png"),
         })  # fmt: skip
@@ -575,6 +584,13 @@ def _params(n: int | None) -> str:
     return f"{n / 1e6:.2f}M" if n >= 1e5 else f"{n / 1e3:.1f}k"
 
 
+def _flat_legend(table: list[dict[str, Any]]) -> str:
+    if any((r.get("plateau_kind") or "").startswith("held-out") for r in table):
+        return ("Flat: seeds whose held-out loss (500 test images) improved by < 2% from the run of 80% the "
+                "length (its wsd cool-down branch) to the full run, with the largest improvement over seeds.")
+    return "Flat: seeds whose training loss improved by < 2% over the last 20% of steps, with the largest improvement."
+
+
 def render_markdown(table: list[dict[str, Any]], header: dict[str, Any], out_dir: Path) -> str:
     """ABLATION.md: what was run, the table beside the paper's numbers, links to sample grids."""
     lines = [f"# Ablation: {header['preset']} preset", ""]
@@ -590,7 +606,7 @@ def render_markdown(table: list[dict[str, Any]], header: dict[str, Any], out_dir
     lines += ["", "KID ×10³. ± is the std over seeds and [lo, hi] the 95% t interval over seeds; with one seed, "
               "FID shows the bootstrap 95% interval over the generated set and class accuracy its bootstrap "
               "interval. Class acc: the classifier's prediction against the requested class (genorder.classifier). "
-              "Flat: seeds whose training loss improved by < 2% over the last 20% of steps. Cost: time per image "
+              + _flat_legend(table) + " Cost: time per image "
               "(tokens + decode) relative to row 1, measured once per row at a fixed batch. Δ FID is against "
               "row 1, paired by seed.", ""]  # fmt: skip
     cols = ["#", "row", "params", "gen steps", "train steps", "cost", "FID", "class acc %", "KID×10³", "precision",
@@ -610,6 +626,8 @@ def render_markdown(table: list[dict[str, Any]], header: dict[str, Any], out_dir
         if ci and acc != "—":
             acc += f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
         flat = "—" if not r.get("plateau_seeds") else f"{r['plateau_seeds'][0]}/{r['plateau_seeds'][1]}"
+        if r.get("plateau_worst") is not None:
+            flat += f" (≤ {100 * r['plateau_worst']:.1f}%)"
         link = "—"
         if r.get("samples"):
             rel = Path(r["samples"])

@@ -98,7 +98,8 @@ class Order(ABC):
     #: `genorder bench` compares the other orders' speed against this one by default
     reference_baseline: bool = False
     #: peak learning rate `genorder compare` trains this order at on a CPU when no --lr is given: the
-    #: best of that regime's LR sweep (depth 2, 8x8 tokens, 500 steps of 64; docs/RESULTS.md §0.3).
+    #: best of that regime's LR sweep (depth 2 at width 64, 8x8 tokens, 1000 steps of 64 under wsd;
+    #: docs/RESULTS.md §0.3).
     #: None: the CPU default of `compare` (8e-3). `compare --tune-lr` sweeps instead.
     cpu_lr: float | None = None
 

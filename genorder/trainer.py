@@ -49,6 +49,12 @@ class TrainConfig(ComponentConfig):
     warmup: float = Field(0.02, ge=0, lt=1, description="fraction of the budget spent warming up")
     flat: float = Field(0.05, ge=0, lt=1, description="fraction after warmup held at the peak")
     final_lr: float = Field(0.1, ge=0, le=1, description="lr at the end as a fraction of the peak (wpe)")
+    schedule: Literal["lin0", "wsd"] = Field(
+        "lin0", description="lin0: VAR's warmup, flat, linear decay over the whole run; wsd: warmup, flat at "
+        "the peak, linear cool-down over the last `cooldown` of the run (a run of any shorter length is a "
+        "branch of the same trunk: genorder.cooldown)",
+    )
+    cooldown: float = Field(0.2, gt=0, le=1, description="wsd: fraction of the run spent cooling down to final_lr")
     label_drop: float = Field(0.1, ge=0, le=1, description="probability a label becomes the null class")
     budget: Budget = Field(default_factory=lambda: Budget(steps=1000))
     precision: Literal["auto", "fp32", "bf16"] = "auto"
@@ -71,11 +77,18 @@ class TrainingDiverged(UserError):
 
 
 def lr_at(cfg: TrainConfig, progress: float) -> float:
-    """VAR's `lin0` schedule on progress in [0, 1]: linear warmup from 0.5% of the peak, flat, then
-    linear decay to `final_lr`·peak."""
+    """The learning rate at `progress` in [0, 1] of the run. Both schedules warm up linearly from
+    0.5% of the peak over `warmup`. `lin0` (VAR): flat for `flat`, then linear decay to
+    `final_lr`·peak at the end. `wsd` (warmup-stable-decay): flat at the peak until 1 - `cooldown`,
+    then linear decay to `final_lr`·peak, so every run's prefix up to its cool-down is the same."""
     peak = cfg.peak_lr()
     if cfg.warmup > 0 and progress < cfg.warmup:
         return peak * (0.005 + 0.995 * progress / cfg.warmup)
+    if cfg.schedule == "wsd":
+        start = 1 - cfg.cooldown
+        if progress <= start:
+            return peak
+        return peak * (1 - (1 - cfg.final_lr) * min(1.0, (progress - start) / cfg.cooldown))
     pasd = (progress - cfg.warmup) / max(1e-12, 1 - cfg.warmup)
     if pasd < cfg.flat:
         return peak

@@ -262,6 +262,13 @@ def test_every_preset_defaults_to_three_seeds_and_a_deterministic_budget():
     assert A.budget_steps_images(reg) == (CPU["steps"], CPU["steps"] * CPU["batch_size"])
     assert (reg.depth, reg.train["batch_size"], reg.train["lr"]) == (CPU["depth"], CPU["batch_size"], CPU_LR)
     assert (reg.tokenizer_steps, reg.tokenizer_batch, reg.tokenizer_lr) == (CPU["tokenizer_steps"], CPU["tokenizer_batch"], CPU["tokenizer_lr"])
+    import inspect
+
+    from genorder_cli.cmd_compare import compare
+
+    assert reg.width_per_depth == CPU["width_per_depth"]
+    assert reg.train["schedule"] == inspect.signature(compare).parameters["schedule"].default == "wsd"
+    assert A.train_options(A.row_by_id(7), reg, 0)["backbone_opts"]["width"] == 96  # deeper and wider
     multi = registry("tokenizers").create(*reg.tokenizers["multi"])
     single = registry("tokenizers").create(*reg.tokenizers["single"])
     assert tuple(multi.scales) == (1, 2, 3, 4, 6, 8) and tuple(single.scales) == (8,)
@@ -308,6 +315,25 @@ def test_plateau_from_the_training_log(tmp_path):
     assert a["flat"] and 0 <= a["improvement"] < 0.02 and a["steps"] == 400
     assert not b["flat"] and b["improvement"] > 0.2
     assert A.plateau_from_log(tmp_path / "missing.jsonl") is None
+
+
+def test_a_wsd_preset_scores_each_row_s_plateau_on_the_held_out_loss_of_annealed_runs(tmp_path, monkeypatch):
+    import dataclasses
+
+    tiny = A.get_preset("tiny")
+    monkeypatch.setitem(A.PRESETS, "tiny", dataclasses.replace(tiny, budget={"images": 160}, train={**tiny.train, "schedule": "wsd"}))
+    monkeypatch.setenv("GENORDER_FID_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "out"
+    r = invoke("--out", str(out), "--rows", "8", "--no-eval")
+    assert r.exit_code == 0, r.output
+    d = out / "seed0" / "r8-maskgit"
+    assert sorted(f.name for f in (d / "points").glob("*.safetensors")) == ["step-0000008.safetensors", "step-0000010.safetensors"]
+    pl = json.loads((d / "plateau.json").read_text())
+    assert [q["step"] for q in pl["points"]] == [8, 10] and pl["kind"].startswith("held-out")
+    losses = [q["heldout_loss"] for q in pl["points"]]
+    assert pl["improvement"] == pytest.approx((losses[0] - losses[1]) / losses[0]) and pl["flat"] == (pl["improvement"] < 0.02)
+    text = (out / "ABLATION.md").read_text()
+    assert "held-out loss (500 test images) improved by < 2% from the run of 80% the length" in text
 
 
 def test_class_accuracy_seeds_and_reading_through_the_command(tmp_path, monkeypatch):
