@@ -74,6 +74,27 @@ def _tokenizer_for(order, specs: list[str]) -> str | None:
     return specs[0] if order.tokenizer_kind == "multi-scale" else specs[1]
 
 
+def _tokens_per_image(spec: str | None, order, ds, tok_opts: dict) -> float:
+    """Tokens per image of the tokenizer `spec` (or the order's default preset) would give: a
+    scheduling estimate only (the longest runs start first); 100 when it cannot be told yet (the
+    tokenizer job then reports the problem)."""
+    from genorder_cli.common import is_checkpoint_spec, tokenizer_stem
+
+    try:
+        if spec and is_checkpoint_spec(spec):
+            from genorder.runs import load_tokenizer
+
+            scales = load_tokenizer(tokenizer_stem(spec), torch.device("cpu"))[0].scales
+        else:
+            from genorder.tokenizer_training import configure_for_dataset
+
+            name, opts = configure_for_dataset(spec, order.tokenizer_kind, ds.channels, ds.image_size, dict(tok_opts))
+            scales = registry("tokenizers").create(name, opts).scales
+    except Exception:  # noqa: BLE001 - an estimate; the tokenizer job raises the real error
+        return 100.0
+    return float(sum(s * s for s in scales))
+
+
 def _band(values: list[float | None]) -> tuple[float | None, float | None, float | None]:
     vals = [v for v in values if v is not None]
     if not vals:
@@ -184,9 +205,7 @@ def compare(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from genorder.classifier import ClassifierConfig, cache_key
-    from genorder.hashing import tensors_fingerprint
     from genorder.parallel import Job, Result, run_jobs
-    from genorder.runs import load_tokenizer
     from genorder_cli import compare_jobs as cj
 
     if not no_fid:
@@ -199,6 +218,7 @@ def compare(
     order_objs = {nm: registry("orders").create(nm, order_opts) for nm in names}
     tok_specs = parse_csv(tokenizer)
     order_tok: dict[str, str] = {}
+    run_cost: dict[str, float] = {}  # tokens per image of each order's tokenizer: the longest runs start first
     pre: list = [Job("classifier", cj.classifier_job, (dataset, dev_s, clf_root), cost=150.0)]
     if not no_fid:
         pre.append(Job("fid-reference", cj.fid_reference_job, (dataset, n, ref, extractor, dev_s, str(fid_cache) if fid_cache else None), cost=40.0))
@@ -209,9 +229,10 @@ def compare(
             pre.append(Job(f"tokenizer:{tok_key}", cj.tokenizer_job, (spec, nm, order_opts, dataset, image_size, dev_s, tok_steps,
                                                                       tokenizer_minutes, tok_train, tok_opts), cost=30.0))  # fmt: skip
         order_tok[nm] = tok_key
+        run_cost[nm] = _tokens_per_image(spec, order_objs[nm], train_ds, tok_opts)
     clf_hash = config_fingerprint({"train": dataset_fingerprint(train_ds), "test": dataset_fingerprint(test_ds)})
     base_key = {"dataset": dataset_fingerprint(train_ds), "depth": depth, "batch_size": batch_size, "sections": sections, "schedule": schedule,
-                "sampler": sampler_opts, "threads": torch.get_num_threads(), "image_size": image_size}  # fmt: skip
+                "token_cache": True, "sampler": sampler_opts, "threads": torch.get_num_threads(), "image_size": image_size}  # fmt: skip
     score_key = {"n": n, "extractor": None if no_fid else extractor, "fid_points": fid_points, "ref_n": ref,
                  "classifier": cache_key(clf_hash, ClassifierConfig()), "heldout_n": held}  # fmt: skip
     common = {"dataset": dataset, "depth": depth, "batch_size": batch_size, "sections": sections, "sampler_opts": sampler_opts, "schedule": schedule,
@@ -232,41 +253,49 @@ def compare(
 
             return run_jobs(jobs, workers=n_workers, threads=threads, on_event=on_event)
 
-    done = run_phase(pre, "classifier, FID references, tokenizers")
-    clf_info = done["classifier"]
-    floor = done.get("fid-reference")
-    console.print(f"classifier {clf_info['path']} ({'cached' if clf_info['reused'] else 'trained'}): "
-                  f"{100 * clf_info['test_accuracy']:.1f}% on the test split")  # fmt: skip
-    if floor:
-        console.print(f"FID floor (real train vs real test) at n = {n}: {floor['fid_floor']:.2f} (reference: {floor['ref_n']} test images)")
-    tokenizers: dict[str, dict] = {}
-    for tok_key in dict.fromkeys(order_tok.values()):
-        stem, reused = Path(done[f"tokenizer:{tok_key}"]["stem"]), done[f"tokenizer:{tok_key}"]["reused"]
-        tok, _ = load_tokenizer(stem, dev)
-        cache = stem.parent / "cache.json"
-        rec = json.loads(cache.read_text()) if cache.is_file() else {}
-        tokenizers[tok_key] = {"stem": str(stem), "tensors": tensors_fingerprint(tok.state_dict()),
-                               "psnr": rec.get("metrics", {}).get("psnr"), "steps": rec.get("metrics", {}).get("steps"),
-                               "scales": list(tok.scales), "vocab_size": tok.codebook_size}  # fmt: skip
-        psnr = tokenizers[tok_key]["psnr"]
-        console.print(f"{'using the cached' if reused else 'trained the'} tokenizer [bold]{stem}[/bold] for {tok_key} "
-                      f"({tokenizers[tok_key]['steps']} steps, test PSNR {'?' if psnr is None else f'{psnr:.2f}'} dB)")  # fmt: skip
+    pre_done: dict[str, Any] = {}  # results of the jobs in `pre`, once they have run
+
+    def announce(done: dict) -> None:
+        """Print what the first jobs found or built: the classifier, the floor, each tokenizer."""
+        clf = done["classifier"]
+        console.print(f"classifier {clf['path']} ({'cached' if clf['reused'] else 'trained'}): "
+                      f"{100 * clf['test_accuracy']:.1f}% on the test split")  # fmt: skip
+        if done.get("fid-reference"):
+            fl = done["fid-reference"]
+            console.print(f"FID floor (real train vs real test) at n = {n}: {fl['fid_floor']:.2f} (reference: {fl['ref_n']} test images)")
+        for tok_key in dict.fromkeys(order_tok.values()):
+            t = done[f"tokenizer:{tok_key}"]
+            psnr = "?" if t["psnr"] is None else f"{t['psnr']:.2f}"
+            console.print(f"{'using the cached' if t['reused'] else 'trained the'} tokenizer [bold]{t['stem']}[/bold] for {tok_key} "
+                          f"({t['steps']} steps, test PSNR {psnr} dB)")  # fmt: skip
 
     def run_jobs_for(runs: list[tuple[str, int, float, dict, Path, int]], label: str, score: bool) -> dict:
-        """runs: (order, seed, lr, budget, run dir, points). One training job each (cost: tokens per
-        image, so the longest start first) and, with `score`, one scoring job after it."""
-        jobs = []
+        """runs: (order, seed, lr, budget, run dir, points). One training job each, after its
+        tokenizer (cost: the tokenizer's tokens per image, so the longest start first) and, with
+        `score`, one scoring job after it, the classifier and the FID references. The first call
+        also runs the jobs of `pre` in the same pool: training starts as soon as its tokenizer is
+        ready, while the classifier and the references are still being built."""
+        first = not pre_done
+        jobs = list(pre) if first else []
+
+        def dep(name: str):
+            return Result(name) if first else pre_done[name]
+
         for nm, seed, lr_, bud, run_dir, pts in runs:
-            t = tokenizers[order_tok[nm]]
-            key = config_fingerprint({**base_key, "order": nm, "seed": seed, "lr": lr_, "budget": bud,
-                                      "tokenizer": t["tensors"], "points": pts})  # fmt: skip
-            spec = {**common, "name": nm, "seed": seed, "lr": lr_, "budget": bud, "run_dir": str(run_dir), "key": key,
-                    "tokenizer_stem": t["stem"], "points": pts}  # fmt: skip
+            tok_job = f"tokenizer:{order_tok[nm]}"
+            key_base = {**base_key, "order": nm, "seed": seed, "lr": lr_, "budget": bud, "points": pts}
+            spec = {**common, "name": nm, "seed": seed, "lr": lr_, "budget": bud, "run_dir": str(run_dir),
+                    "key_base": key_base, "tokenizer": dep(tok_job), "points": pts}  # fmt: skip
             name = f"train:{nm}:{seed}:{lr_:g}"
-            jobs.append(Job(name, cj.train_job, (spec,), cost=float(sum(s * s for s in t["scales"]))))
+            jobs.append(Job(name, cj.train_job, (spec,), deps=(tok_job,) if first else (), cost=run_cost[nm]))
             if score:
-                jobs.append(Job(f"score:{nm}:{seed}", cj.score_job, (spec, Result(name), clf_info), deps=(name,), cost=1.0))
-        return run_phase(jobs, label)
+                deps = (name, "classifier", *(("fid-reference",) if not no_fid else ())) if first else (name,)
+                jobs.append(Job(f"score:{nm}:{seed}", cj.score_job, (spec, Result(name), dep("classifier")), deps=deps, cost=1.0))
+        done = run_phase(jobs, label)
+        if first:
+            pre_done.update({j.name: done[j.name] for j in pre})
+            announce(pre_done)
+        return done
 
     # 2. the LR sweep
     sweep: dict[str, Any] = {}
@@ -293,7 +322,11 @@ def compare(
 
     # 3. the main runs, saved and scored at `points` fractions of the budget
     runs = [(nm, seed, lr_by_order[nm], budget, out / nm / f"seed{seed}", n_points) for nm in names for seed in seed_list]
-    got = run_jobs_for(runs, "training and scoring every order and seed", score=True)
+    got = run_jobs_for(runs, "tokenizers, classifier, FID references, then training and scoring every order and seed"
+                       if not pre_done else "training and scoring every order and seed", score=True)  # fmt: skip
+    clf_info, floor = pre_done["classifier"], pre_done.get("fid-reference")
+    tokenizers = {k: {kk: vv for kk, vv in pre_done[f"tokenizer:{k}"].items() if kk != "reused"}
+                  for k in dict.fromkeys(order_tok.values())}  # fmt: skip
     results: dict[str, list[dict]] = {}
     timings: dict[str, list[dict]] = {}
     for nm, seed, lr_, _, run_dir, _ in runs:
@@ -343,7 +376,7 @@ def compare(
                        "heldout_images": held, "heldout_split": "test[:heldout_images]"},
         "classifier": {"test_accuracy": clf_info["test_accuracy"], "dataset_hash": clf_info["dataset_hash"]},
         "fid_floor": floor,
-        "tokenizers": {k: {kk: vv for kk, vv in v.items() if kk != "object"} for k, v in tokenizers.items()},
+        "tokenizers": tokenizers,
         "tokenizer_budget": {"steps": tok_steps, "minutes": tokenizer_minutes, **tok_train},
         "lr_sweep": sweep or None,
         "rows": rows,

@@ -30,18 +30,29 @@ POINTS = "points"  # RUN/points/step-NNNNNNN.{safetensors,json}: the weights at 
 
 def tokenizer_job(spec: str | None, order_name: str, order_opts: dict, dataset: str, image_size: int | None,
                   device: str, steps: int, minutes: float | None, train_opts: dict, tok_opts: dict) -> dict:  # fmt: skip
-    """Resolve (train or reuse from the content-keyed cache) the tokenizer of `order_name`; returns
-    {"stem": its checkpoint stem, "reused": whether the cache held it}."""
+    """Resolve (train or reuse from the content-keyed cache) the tokenizer of `order_name` and the
+    training split's tokens beside it (`genorder.token_cache`); returns {"stem": its checkpoint
+    stem, "reused": whether the cache held it, "tensors": its content hash, "psnr", "steps",
+    "scales", "vocab_size"}."""
     from genorder.data import load_dataset
+    from genorder.hashing import tensors_fingerprint
     from genorder.registry import registry
     from genorder_cli.common import resolve_tokenizer
+
+    from genorder.token_cache import cached_tokens
 
     order = registry("orders").create(order_name, order_opts)
     ds = load_dataset(dataset, "train", image_size=image_size)
     t0 = time.time_ns()
-    _, stem = resolve_tokenizer(spec, order, dataset, ds, torch.device(device), steps, minutes,
-                                train_opts=train_opts, tokenizer_opts=tok_opts, quiet=True)  # fmt: skip
-    return {"stem": str(stem), "reused": stem.with_suffix(".safetensors").stat().st_mtime_ns < t0}
+    tok, stem = resolve_tokenizer(spec, order, dataset, ds, torch.device(device), steps, minutes,
+                                  train_opts=train_opts, tokenizer_opts=tok_opts, quiet=True)  # fmt: skip
+    reused = stem.with_suffix(".safetensors").stat().st_mtime_ns < t0
+    cached_tokens(tok, ds, stem.parent)  # the training split's tokens, shared by every run of this tokenizer
+    cache = stem.parent / "cache.json"
+    rec = json.loads(cache.read_text()) if cache.is_file() else {}
+    return {"stem": str(stem), "reused": reused, "tensors": tensors_fingerprint(tok.state_dict()),
+            "psnr": rec.get("metrics", {}).get("psnr"), "steps": rec.get("metrics", {}).get("steps"),
+            "scales": list(tok.scales), "vocab_size": tok.codebook_size}  # fmt: skip
 
 
 def classifier_job(dataset: str, device: str, cache_root: str) -> dict:
@@ -138,31 +149,34 @@ def _read(path: Path, key: str) -> dict | None:
 def train_job(job: dict) -> dict:
     """Train one order and seed (or reuse the finished run whose record has the same key).
 
-    job: name, seed, lr, budget, run_dir, key, tokenizer_stem, dataset, depth, batch_size,
+    job: name, seed, lr, budget, run_dir, key_base, tokenizer (the tokenizer job's record; the run's
+    key is key_base with the tokenizer's content hash), dataset, depth, batch_size,
     sections, sampler_opts, per_class, image_size, device, points (0: no points, score the
     held-out loss on the LR-sweep split instead), heldout_n, schedule (lin0 or wsd; under wsd every
     point but the last is the end of its own cool-down branch).
-    Returns {"result", "timings", "reused"}."""
+    Returns {"result", "timings", "reused", "key"}."""
     from genorder.checkpoint import read_meta
+    from genorder.hashing import config_fingerprint
     from genorder.runs import write_json
     from genorder_cli.cmd_train import train_run
 
     run_dir = Path(job["run_dir"])
+    key = config_fingerprint({**job["key_base"], "tokenizer": job["tokenizer"]["tensors"]})
     rec_path = run_dir / "compare_run.json"
-    rec = _read(rec_path, job["key"])
+    rec = _read(rec_path, key)
     if rec is not None and (run_dir / "model.json").is_file() and read_meta(run_dir / "model").get("final"):
-        return {"result": rec["result"], "timings": rec["timings"], "reused": True}
+        return {"result": rec["result"], "timings": rec["timings"], "reused": True, "key": key}
     if run_dir.exists():
         shutil.rmtree(run_dir)
     schedule = job.get("schedule", "lin0")
     hook = PointSaver(run_dir, job["points"], anneal=schedule == "wsd") if job["points"] else None
     summary = train_run(
-        job["name"], run_dir, dataset_spec=job["dataset"], tokenizer_spec=job["tokenizer_stem"], depth=job["depth"],
+        job["name"], run_dir, dataset_spec=job["dataset"], tokenizer_spec=job["tokenizer"]["stem"], depth=job["depth"],
         budget=job["budget"], sections=job["sections"],
         train_opts={"batch_size": job["batch_size"], "lr": job["lr"], "seed": job["seed"], "device": job["device"],
                     "schedule": schedule},
         sampler_opts=job["sampler_opts"], samples_per_class=job["per_class"], on_step=hook,
-        image_size=job["image_size"], quiet=True,
+        image_size=job["image_size"], quiet=True, cache_tokens=True,
     )  # fmt: skip
     meta = read_meta(run_dir / "model")
     s = meta["spent"]
@@ -176,8 +190,8 @@ def train_job(job: dict) -> dict:
         timings["branch_seconds"] = hook.branch_seconds
     else:
         result["heldout_loss"] = _heldout_on_tune_split(run_dir, job)
-    write_json(rec_path, {"key": job["key"], "result": result, "timings": timings})
-    return {"result": result, "timings": timings, "reused": False}
+    write_json(rec_path, {"key": key, "result": result, "timings": timings})
+    return {"result": result, "timings": timings, "reused": False, "key": key}
 
 
 def _test_split(job: dict):
@@ -214,7 +228,7 @@ def score_job(job: dict, trained: dict, classifier_info: dict) -> dict:
     from genorder_cli.common import make_sampler
 
     run_dir = Path(job["run_dir"])
-    key = json.dumps({"train": job["key"], "score": job["score_key"], "classifier": [classifier_info["dataset_hash"], classifier_info["test_accuracy"]]}, sort_keys=True)
+    key = json.dumps({"train": trained["key"], "score": job["score_key"], "classifier": [classifier_info["dataset_hash"], classifier_info["test_accuracy"]]}, sort_keys=True)
     rec_path = run_dir / "compare_score.json"
     rec = _read(rec_path, key)
     if rec is not None and trained["reused"]:  # a retrained run is rescored
