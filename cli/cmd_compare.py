@@ -219,15 +219,17 @@ def compare(
     tok_specs = parse_csv(tokenizer)
     order_tok: dict[str, str] = {}
     run_cost: dict[str, float] = {}  # tokens per image of each order's tokenizer: the longest runs start first
+    # costs order the ready jobs (highest first): the tokenizers unblock training, the classifier is
+    # the longest, the FID references are needed only by the scoring at the end
     pre: list = [Job("classifier", cj.classifier_job, (dataset, dev_s, clf_root), cost=150.0)]
     if not no_fid:
-        pre.append(Job("fid-reference", cj.fid_reference_job, (dataset, n, ref, extractor, dev_s, str(fid_cache) if fid_cache else None), cost=40.0))
+        pre.append(Job("fid-reference", cj.fid_reference_job, (dataset, n, ref, extractor, dev_s, str(fid_cache) if fid_cache else None), cost=100.0))
     for nm in names:
         spec = _tokenizer_for(order_objs[nm], tok_specs)
         tok_key = spec or f"default {order_objs[nm].tokenizer_kind}"
         if f"tokenizer:{tok_key}" not in {j.name for j in pre}:
             pre.append(Job(f"tokenizer:{tok_key}", cj.tokenizer_job, (spec, nm, order_opts, dataset, image_size, dev_s, tok_steps,
-                                                                      tokenizer_minutes, tok_train, tok_opts), cost=30.0))  # fmt: skip
+                                                                      tokenizer_minutes, tok_train, tok_opts), cost=200.0))  # fmt: skip
         order_tok[nm] = tok_key
         run_cost[nm] = _tokens_per_image(spec, order_objs[nm], train_ds, tok_opts)
     clf_hash = config_fingerprint({"train": dataset_fingerprint(train_ds), "test": dataset_fingerprint(test_ds)})
