@@ -205,12 +205,6 @@ def ablate(
         if not eval_only:
             stem = ensure_tokenizer(name, opts, ds_spec, stem.parent, p.tokenizer_steps, p.tokenizer_batch, str(dev),
                                     p.tokenizer_lr)  # fmt: skip
-            from genorder.data import load_dataset
-            from genorder.runs import load_tokenizer
-            from genorder.token_cache import cached_tokens
-
-            # the training split's tokens, encoded once here and shared by every row's run (train_run)
-            cached_tokens(load_tokenizer(stem, dev)[0], load_dataset(ds_spec, "train"), stem.parent)
         tok_stems[fam] = stem
         vocab[fam] = int(read_meta(stem)["config"]["vocab_size"])
 
@@ -306,7 +300,7 @@ def _train_row(row: Row, p: Preset, seed: int, sdir: Path, ds_spec: str, tok_ste
         opts["order_name"], rdir, dataset_spec=ds_spec, tokenizer_spec=str(tok_stems[row.tokens]), depth=opts["depth"],
         budget=opts["budget"], backbone_opts=opts["backbone_opts"], train_opts=opts["train_opts"],
         order_opts=opts["order_opts"], sampler_opts=sampler_options(row, vocab[row.tokens]),
-        resume=(rdir / "model.json").exists(), samples_per_class=p.samples_per_class, cache_tokens=True,
+        resume=(rdir / "model.json").exists(), samples_per_class=p.samples_per_class,
         on_step=PointSaver(rdir, anneal=True, ends=[1 - PLATEAU_TAIL, 1.0]) if wsd else None,
     )  # fmt: skip
     _annealed_plateau(rdir, p, ds_spec, device)

@@ -55,10 +55,10 @@ Opt = typer.Option
 # The tokenizers are the presets each tokenizer declares itself the default for (order kind, the
 # dataset's channels and size: `Tokenizer.default_for`), unless --tokenizer names others; the
 # orders are the built-in ones (those the genorder distribution registers) unless --orders names others.
-CPU = {"depth": 2, "width_per_depth": 32, "steps": 1000, "batch_size": 64, "tokenizer_steps": 300, "tokenizer_batch": 32,
+CPU = {"depth": 2, "width_per_depth": 32, "steps": 1000, "cooldown": 0.1, "batch_size": 64, "tokenizer_steps": 300, "tokenizer_batch": 32,
        "tokenizer_lr": 2e-3, "seeds": "0,1", "points": 5, "n_eval": 100, "ref_n": 500, "heldout_n": 500, "fid_points": "last"}  # fmt: skip
 CPU_LR = 8e-3  # the CPU default; an order may declare its own best (`Order.cpu_lr`; docs/RESULTS.md §0.3, LR sweep)
-GPU = {"depth": 16, "width_per_depth": None, "steps": 5000, "batch_size": 128, "tokenizer_steps": 3000, "tokenizer_batch": 32,
+GPU = {"depth": 16, "width_per_depth": None, "steps": 5000, "cooldown": 0.1, "batch_size": 128, "tokenizer_steps": 3000, "tokenizer_batch": 32,
        "tokenizer_lr": 3e-4, "seeds": "0,1", "points": 5, "n_eval": 1000, "ref_n": 10000, "heldout_n": 1000, "fid_points": "all"}  # fmt: skip
 GPU_LR = 4e-4
 TUNE_LRS = "2e-3,4e-3,8e-3"
@@ -123,7 +123,7 @@ def compare(
     image_size: Annotated[Optional[int], Opt(help="train at this image size (the tokenizer must match, e.g. --set tokenizer.image_size=...)")] = None,
     seeds: Annotated[Optional[str], Opt(help="seeds per order, drawn as bands (default 0,1)")] = None,
     points: Annotated[Optional[int], Opt(help="evaluation points along training (default 5: the last 20% of training is then measured exactly)")] = None,
-    schedule: Annotated[str, Opt(help="lr schedule: wsd (warmup, flat, cool-down over the last --set train.cooldown=0.2 of a run; every point but the last is the end of its own cool-down branch, so each point is what a run of that length ends with) or lin0 (VAR's decay over the whole run; points are the running weights)")] = "wsd",
+    schedule: Annotated[str, Opt(help="lr schedule: wsd (warmup, flat, cool-down over the last 10% of a run, --set train.cooldown=F; every point but the last is the end of its own cool-down branch, so each point is what a run of that length ends with) or lin0 (VAR's decay over the whole run; points are the running weights)")] = "wsd",
     n_eval: Annotated[Optional[int], Opt("--n", help="samples per evaluation point (class-balanced)")] = None,
     ref_n: Annotated[Optional[int], Opt(help="test images of the FID reference (default 500 CPU / 10000 GPU)")] = None,
     extractor: Annotated[str, Opt(help="FID features: genorder-inception-fid, or genorder-tiny-random (smoke tests)")] = "genorder-inception-fid",
@@ -175,6 +175,9 @@ def compare(
     fid_points = fid_points or D["fid_points"]
     if schedule not in ("wsd", "lin0"):
         raise UserError(f"--schedule must be wsd or lin0, got {schedule!r}")
+    # wsd: the cool-down is the last 10% of a run (--set train.cooldown=F to change it); every point
+    # but the last is its own branch, which costs cooldown x (points - 1) / 2 of the training
+    cooldown = float(sections.get("train", {}).get("cooldown", D["cooldown"]))
     if fid_points not in ("all", "last"):
         raise UserError(f"--fid-points must be all or last, got {fid_points!r}")
     if not seed_list or n_points < 1 or n < 2 or ref < 2 or not 0 < tune_fraction <= 1:
@@ -234,10 +237,10 @@ def compare(
         run_cost[nm] = _tokens_per_image(spec, order_objs[nm], train_ds, tok_opts)
     clf_hash = config_fingerprint({"train": dataset_fingerprint(train_ds), "test": dataset_fingerprint(test_ds)})
     base_key = {"dataset": dataset_fingerprint(train_ds), "depth": depth, "batch_size": batch_size, "sections": sections, "schedule": schedule,
-                "token_cache": True, "sampler": sampler_opts, "threads": torch.get_num_threads(), "image_size": image_size}  # fmt: skip
+                "cooldown": cooldown, "sampler": sampler_opts, "threads": torch.get_num_threads(), "image_size": image_size}  # fmt: skip
     score_key = {"n": n, "extractor": None if no_fid else extractor, "fid_points": fid_points, "ref_n": ref,
                  "classifier": cache_key(clf_hash, ClassifierConfig()), "heldout_n": held}  # fmt: skip
-    common = {"dataset": dataset, "depth": depth, "batch_size": batch_size, "sections": sections, "sampler_opts": sampler_opts, "schedule": schedule,
+    common = {"dataset": dataset, "depth": depth, "batch_size": batch_size, "sections": sections, "sampler_opts": sampler_opts, "schedule": schedule, "cooldown": cooldown,
               "per_class": per_class, "image_size": image_size, "device": dev_s, "heldout_n": held, "n": n, "ref_n": ref,
               "extractor": None if no_fid else extractor, "fid_points": fid_points, "score_key": score_key,
               "fid_cache": str(fid_cache) if fid_cache else None, "classifier_cache": clf_root}  # fmt: skip
@@ -371,7 +374,7 @@ def compare(
     )  # fmt: skip
     doc = {
         "orders": names, "dataset": dataset, "depth": depth, "budget": budget, "load_dependent_budget": load_dependent,
-        "batch_size": batch_size, "lr": lr_by_order, "schedule": schedule, "seeds": seed_list, "points": n_points, "device": dev.type,
+        "batch_size": batch_size, "lr": lr_by_order, "schedule": schedule, "cooldown": cooldown if schedule == "wsd" else None, "seeds": seed_list, "points": n_points, "device": dev.type,
         "threads": torch.get_num_threads(), "sampler": sampler_opts, "sections": sections, "image_size": image_size,
         "evaluation": {"n": n, "class_balanced": True, "ref_n": ref, "extractor": None if no_fid else extractor,
                        "fid_points": None if no_fid else fid_points,

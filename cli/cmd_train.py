@@ -128,7 +128,6 @@ def train_run(
     image_size: int | None = None,
     resume_hint: str | None = None,
     on_step=None,
-    cache_tokens: bool = False,
 ) -> dict:
     """Build everything from options, train under the budget, write the run directory. Used by
     `train`, and by `compare`/`ablate` for every row, so all rows go through the same code.
@@ -137,9 +136,7 @@ def train_run(
     the run's identity (tokenizer hash, order, backbone, train config, dataset hash) against its
     latest verified checkpoint. One process at a time may write `out` (`RunLock`).
     `on_step(trainer, metrics)`, when given, runs after every optimizer step (compare evaluates
-    checkpoints along training with it). `cache_tokens`: encode the dataset once into a file beside
-    the tokenizer (`genorder.token_cache`, shared by every run of that tokenizer and dataset) and
-    train from it instead of encoding every batch (one process only)."""
+    checkpoints along training with it)."""
     sections = sections or {}
     registry("orders").get(order_name)
     device = resolve_device((train_opts or {}).get("device") or sections.get("train", {}).get("device", "auto"))
@@ -175,7 +172,7 @@ def train_run(
             order_name, order, out, lock, w, device, bb, bud, tcfg, sampler, dataset_spec=dataset_spec,
             tokenizer_spec=tokenizer_spec, tokenizer_steps=tokenizer_steps, tokenizer_minutes=tokenizer_minutes,
             resume=resume, samples_per_class=samples_per_class, quiet=quiet, resume_hint=resume_hint,
-            image_size=image_size, tokenizer_options=tok_opts, on_step=on_step, cache_tokens=cache_tokens,
+            image_size=image_size, tokenizer_options=tok_opts, on_step=on_step,
         )  # fmt: skip
     finally:
         lock.release()
@@ -183,7 +180,7 @@ def train_run(
 
 def _train_locked(order_name, order, out: Path, lock: RunLock, w, device, bb, bud, tcfg, sampler, *, dataset_spec,
                   tokenizer_spec, tokenizer_steps, tokenizer_minutes, resume, samples_per_class, quiet,
-                  resume_hint, image_size=None, tokenizer_options=None, on_step=None, cache_tokens=False) -> dict:  # fmt: skip
+                  resume_hint, image_size=None, tokenizer_options=None, on_step=None) -> dict:  # fmt: skip
     ds = load_dataset(dataset_spec, "train", image_size=image_size)
     given_spec, dataset_spec = dataset_spec, absolute_dataset_spec(dataset_spec)  # runs record the absolute one
     found = None
@@ -263,13 +260,7 @@ def _train_locked(order_name, order, out: Path, lock: RunLock, w, device, bb, bu
             if (out / CHECKPOINTS).is_dir():
                 shutil.rmtree(out / CHECKPOINTS)
             copy_checkpoint(tok_stem, out / "tokenizer")
-    tokens = None
-    if cache_tokens and w.size == 1:
-        from genorder.token_cache import cache_key, cached_tokens
-
-        tokens = cached_tokens(tokenizer, ds, Path(tok_stem).parent)
-        meta["token_cache"] = cache_key(tokenizer, ds)
-    trainer = Trainer(order, tokenizer, model, ds, tcfg, out, meta, tokens=tokens)
+    trainer = Trainer(order, tokenizer, model, ds, tcfg, out, meta)
     if resume:
         trainer.resume()
     if not quiet:

@@ -30,16 +30,13 @@ POINTS = "points"  # RUN/points/step-NNNNNNN.{safetensors,json}: the weights at 
 
 def tokenizer_job(spec: str | None, order_name: str, order_opts: dict, dataset: str, image_size: int | None,
                   device: str, steps: int, minutes: float | None, train_opts: dict, tok_opts: dict) -> dict:  # fmt: skip
-    """Resolve (train or reuse from the content-keyed cache) the tokenizer of `order_name` and the
-    training split's tokens beside it (`genorder.token_cache`); returns {"stem": its checkpoint
-    stem, "reused": whether the cache held it, "tensors": its content hash, "psnr", "steps",
-    "scales", "vocab_size"}."""
+    """Resolve (train or reuse from the content-keyed cache) the tokenizer of `order_name`; returns
+    {"stem": its checkpoint stem, "reused": whether the cache held it, "tensors": its content hash,
+    "psnr", "steps", "scales", "vocab_size"}."""
     from genorder.data import load_dataset
     from genorder.hashing import tensors_fingerprint
     from genorder.registry import registry
     from genorder_cli.common import resolve_tokenizer
-
-    from genorder.token_cache import cached_tokens
 
     order = registry("orders").create(order_name, order_opts)
     ds = load_dataset(dataset, "train", image_size=image_size)
@@ -47,7 +44,6 @@ def tokenizer_job(spec: str | None, order_name: str, order_opts: dict, dataset: 
     tok, stem = resolve_tokenizer(spec, order, dataset, ds, torch.device(device), steps, minutes,
                                   train_opts=train_opts, tokenizer_opts=tok_opts, quiet=True)  # fmt: skip
     reused = stem.with_suffix(".safetensors").stat().st_mtime_ns < t0
-    cached_tokens(tok, ds, stem.parent)  # the training split's tokens, shared by every run of this tokenizer
     cache = stem.parent / "cache.json"
     rec = json.loads(cache.read_text()) if cache.is_file() else {}
     return {"stem": str(stem), "reused": reused, "tensors": tensors_fingerprint(tok.state_dict()),
@@ -174,9 +170,9 @@ def train_job(job: dict) -> dict:
         job["name"], run_dir, dataset_spec=job["dataset"], tokenizer_spec=job["tokenizer"]["stem"], depth=job["depth"],
         budget=job["budget"], sections=job["sections"],
         train_opts={"batch_size": job["batch_size"], "lr": job["lr"], "seed": job["seed"], "device": job["device"],
-                    "schedule": schedule},
+                    "schedule": schedule, "cooldown": job.get("cooldown", 0.2)},
         sampler_opts=job["sampler_opts"], samples_per_class=job["per_class"], on_step=hook,
-        image_size=job["image_size"], quiet=True, cache_tokens=True,
+        image_size=job["image_size"], quiet=True,
     )  # fmt: skip
     meta = read_meta(run_dir / "model")
     s = meta["spent"]

@@ -262,7 +262,8 @@ PRESETS: dict[str, Preset] = {
     # The regime of `genorder compare` on a CPU (issue 9): the same f=4 tokenizers giving 8x8 tokens
     # at 32 px (`msvq-fmnist-cpu` with 6 scales, `vq-fmnist-cpu`), trained as compare trains them
     # (300 steps of 32 at lr 2e-3), d2 backbones of width 64 (d3 at width 96 for row 7), compare's
-    # 1000 steps of 64 images under the wsd schedule at one lr (8e-3) for every row. Every row also
+    # 1000 steps of 64 images under the wsd schedule (cool-down over the last 10%) at one lr (8e-3)
+    # for every row. Every row also
     # trains the cool-down branch of a run of 80% the length, so the table says whether the last 20%
     # of the compute still bought anything (< 2%: flat). Run with --workers 2 on 2 cores.
     "fmnist-regime": Preset(
@@ -279,7 +280,7 @@ PRESETS: dict[str, Preset] = {
         deep_depth=3,
         width_per_depth=32,
         budget={"steps": 1000},
-        train={"batch_size": 64, "lr": 8e-3, "log_every": 10, "schedule": "wsd"},
+        train={"batch_size": 64, "lr": 8e-3, "log_every": 10, "schedule": "wsd", "cooldown": 0.1},
         n_eval=300,
         ref_n=1_000,
         eval_batch=100,

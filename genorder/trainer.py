@@ -158,14 +158,8 @@ class Trainer:
         cfg: TrainConfig,
         out_dir: str | Path,
         meta: dict[str, Any] | None = None,
-        tokens: list[torch.Tensor] | None = None,
     ) -> None:
-        """`tokens`: the dataset's tokens, encoded once (`genorder.token_cache`), [(N, p_k*p_k) per
-        scale] in the dataset's order; batches index them instead of encoding their images."""
         self.order, self.tokenizer, self.model, self.dataset, self.cfg = order, tokenizer, model, dataset, cfg
-        if tokens is not None and any(len(t) != len(dataset) for t in tokens):
-            raise ValueError(f"tokens hold {[len(t) for t in tokens]} rows for a dataset of {len(dataset)} images")
-        self.tokens = tokens
         self.out_dir = Path(out_dir)
         self.meta = dict(meta or {})
         self.world = world()
@@ -269,25 +263,22 @@ class Trainer:
         return True
 
     # -- one step -----------------------------------------------------------------------------
-    def _batch(self, step: int) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """The tokens [(B, p_k*p_k) per scale] and labels (B,) of this process's rows at `step`."""
+    def _batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         idx = batch_indices(len(self.dataset), self.cfg.batch_size, self.cfg.seed, step)
         idx = idx[self.world.rank :: self.world.size]  # this process's rows of the global batch
-        if self.tokens is not None:
-            labels = self.dataset.labels[idx].to(self.device, torch.long)
-            return [t[idx].to(self.device, torch.long) for t in self.tokens], labels
         items = [self.dataset[int(i)] for i in idx]
         images = torch.stack([im for im, _ in items]).to(self.device, non_blocking=True)
         labels = torch.tensor([lab for _, lab in items], dtype=torch.long, device=self.device)
-        with torch.no_grad():
-            return self.tokenizer.encode(images), labels
+        return images, labels
 
     def train_step(self, step: int, fraction: float | None = None) -> dict[str, float]:
         """One optimizer step; `fraction` of the budget spent sets the lr (default: this process's)."""
         cfg, model = self.cfg, self.model
         torch.manual_seed(cfg.seed * 7_919 + step)  # drop-path
         g = step_generator(cfg.seed, step)
-        tokens, labels = self._batch(step)
+        images, labels = self._batch(step)
+        with torch.no_grad():
+            tokens = self.tokenizer.encode(images)
         batch = self.order.training_batch(tokens, self.tokenizer, g)
         drop = (torch.rand(cfg.batch_size, generator=g) < cfg.label_drop)[self.world.rank :: self.world.size]
         labels = torch.where(drop.to(labels.device), torch.full_like(labels, model.null_class), labels)

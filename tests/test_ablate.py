@@ -266,7 +266,7 @@ def test_every_preset_defaults_to_three_seeds_and_a_deterministic_budget():
 
     from genorder_cli.cmd_compare import compare
 
-    assert reg.width_per_depth == CPU["width_per_depth"]
+    assert reg.width_per_depth == CPU["width_per_depth"] and reg.train["cooldown"] == CPU["cooldown"]
     assert reg.train["schedule"] == inspect.signature(compare).parameters["schedule"].default == "wsd"
     assert A.train_options(A.row_by_id(7), reg, 0)["backbone_opts"]["width"] == 96  # deeper and wider
     multi = registry("tokenizers").create(*reg.tokenizers["multi"])
