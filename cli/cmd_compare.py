@@ -397,7 +397,10 @@ def compare(
 
 
 def _summarise(names: list[str], results: dict[str, list[dict]], floor: dict | None) -> list[dict]:
-    """One row per order: the final point averaged over seeds, the plateau test, the goals."""
+    """One row per order: the final point averaged over seeds, the plateau test, the goals.
+
+    The plateau test runs on the order's held-out loss curve, the mean over seeds at each point (the
+    line the bands of heldout_loss.png are drawn around); each seed's own value is kept beside it."""
     from genorder.heldout import plateau
 
     rows = []
@@ -405,13 +408,16 @@ def _summarise(names: list[str], results: dict[str, list[dict]], floor: dict | N
         runs = results[nm]
         finals = [r["points"][-1] for r in runs]
         flat = [plateau([(p["images"], p["heldout_loss"]) for p in r["points"]]) for r in runs]
+        curve = [(pts[0]["images"], sum(p["heldout_loss"] for p in pts) / len(pts)) for pts in zip(*(r["points"] for r in runs))]
+        order_flat = plateau(curve)
         acc = _band([p["class_acc"]["acc"] for p in finals])
         row = {
             "order": nm, "params": runs[0]["params"], "gen_steps": runs[0].get("gen_steps"), "lr": runs[0]["lr"],
             "steps": runs[0]["steps"], "images": runs[0]["images"], "train_flops": runs[0]["train_flops"],
             "heldout_loss": _band([p["heldout_loss"] for p in finals])[0],
             "heldout_loss_per_seed": [p["heldout_loss"] for p in finals],
-            "last_20pct_improvement": max((f["improvement"] for f in flat if f["improvement"] is not None), default=None),
+            "last_20pct_improvement": order_flat["improvement"],
+            "last_20pct_improvement_per_seed": [f["improvement"] for f in flat],
             "class_acc": acc[0], "class_acc_per_seed": [p["class_acc"] for p in finals],
         }  # fmt: skip
         row["flattened"] = row["last_20pct_improvement"] is not None and row["last_20pct_improvement"] < 0.02
@@ -440,8 +446,10 @@ def _print_table(rows, timings, depth, budget, dataset, dev, load_dependent, flo
         per = r["class_acc_per_seed"]
         lo, hi = min(c["lo"] for c in per), max(c["hi"] for c in per)
         imp = r["last_20pct_improvement"]
+        seeds = [v for v in r["last_20pct_improvement_per_seed"] if v is not None]
+        span = f" ({100 * min(seeds):.1f}–{100 * max(seeds):.1f})" if len(seeds) > 1 else ""
         cells = [r["order"], f"{r['params'] / 1e6:.2f}M", str(r["gen_steps"]), f"{r['lr']:g}", f"{r['train_flops'] / 1e12:.2f}",
-                 f"{r['heldout_loss']:.4f}", "—" if imp is None else f"{100 * imp:.1f}%",
+                 f"{r['heldout_loss']:.4f}", "—" if imp is None else f"{100 * imp:.1f}%{span}",
                  f"{100 * r['class_acc']:.1f}% [{100 * lo:.0f}, {100 * hi:.0f}]"]  # fmt: skip
         if "fid" in r:
             cells += [f"{r['fid']:.1f}" + (f" ({r['fid_over_floor']:.1f}x)" if "fid_over_floor" in r else ""),
@@ -451,8 +459,9 @@ def _print_table(rows, timings, depth, budget, dataset, dev, load_dependent, flo
         t.add_row(*cells)
     console.print(t)
     console.print(f"class acc: classifier accuracy on {n} class-balanced samples against the requested class, 95% bootstrap "
-                  f"range over seeds; last 20%: relative held-out loss improvement over the last 20% of training "
-                  f"(< 2% = flattened); * wall-clock, load-dependent", highlight=False)  # fmt: skip
+                  f"range over seeds; last 20%: relative improvement of the order's held-out loss curve (mean over "
+                  f"seeds) over the last 20% of training, < 2% = flattened (the seeds' own range in brackets); "
+                  f"* wall-clock, load-dependent", highlight=False)  # fmt: skip
 
 
 def _curves_png(names, results, timings, floor, path: Path, depth: int, dataset: str, n: int) -> Path:

@@ -72,6 +72,12 @@ def test_compare_twice_gives_the_same_json_and_writes_every_curve_point(tmp_path
             assert run["points"][1]["train_flops"] == pytest.approx(2 * run["points"][0]["train_flops"])
     assert doc["fid_floor"]["n"] == 8 and doc["fid_floor"]["fid_floor"] > 0
     assert all("class_acc" in row and "fid" in row and "last_20pct_improvement" in row for row in doc["rows"])
+    for row in doc["rows"]:  # the plateau test runs on the order's curve: the mean over seeds at each point
+        runs = doc["runs"][row["order"]]
+        mean = [sum(r["points"][i]["heldout_loss"] for r in runs) / len(runs) for i in range(2)]
+        assert row["last_20pct_improvement"] == pytest.approx((mean[0] - mean[1]) / mean[0])
+        assert row["last_20pct_improvement_per_seed"] == [
+            pytest.approx((r["points"][0]["heldout_loss"] - r["points"][1]["heldout_loss"]) / r["points"][0]["heldout_loss"]) for r in runs]
     timings = json.loads((tmp_path / "a" / "comparison_timings.json").read_text())
     assert len(timings["runs"]["raster"][0]["points"]) == 2 and timings["total_seconds"] > 0
     for png in ("comparison.png", "comparison_curves.png", "heldout_loss.png"):
