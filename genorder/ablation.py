@@ -462,6 +462,10 @@ def aggregate(rows: list[Row], results: dict[int, dict[int, dict]], seeds: list[
         plats = [v["plateau"] for v in per_seed.values() if v and v.get("plateau")]
         flat = [q["flat"] for q in plats]
         worst = max((q["improvement"] for q in plats if q.get("improvement") is not None), default=None)
+        curve = None  # the row's held-out loss curve: the mean over seeds at each point (wsd presets)
+        if plats and all(len(q.get("points") or []) == 2 for q in plats):
+            a, b = (statistics.fmean(q["points"][i]["heldout_loss"] for q in plats) for i in (0, 1))
+            curve = (a - b) / a
         out.append({
             "row": row.id, "title": row.title, "order": row.order, "changed": row.changed,
             "params": info.get("params"), "depth": info.get("depth"), "gen_steps": info.get("gen_steps"),
@@ -474,6 +478,7 @@ def aggregate(rows: list[Row], results: dict[int, dict[int, dict]], seeds: list[
             "fid_ci95": boot[0]["ci95"] if len(boot) == 1 else None,
             "plateau_seeds": [sum(flat), len(flat)] if flat else None,
             "plateau_worst": worst,
+            "plateau_curve": curve,
             "plateau_kind": plats[0].get("kind", "training loss") if plats else None,
             "paper_fid": row.paper_fid, "paper_delta": row.paper_delta, "paper_params": row.paper_params,
             "paper_cost": row.paper_cost, "samples": info.get("samples_png"),
@@ -588,7 +593,8 @@ def _params(n: int | None) -> str:
 def _flat_legend(table: list[dict[str, Any]]) -> str:
     if any((r.get("plateau_kind") or "").startswith("held-out") for r in table):
         return ("Flat: seeds whose held-out loss (500 test images) improved by < 2% from the run of 80% the "
-                "length (its wsd cool-down branch) to the full run, with the largest improvement over seeds.")
+                "length (its wsd cool-down branch) to the full run; curve: the same improvement on the row's "
+                "curve (the mean over seeds at both points); and the largest improvement of a seed.")
     return "Flat: seeds whose training loss improved by < 2% over the last 20% of steps, with the largest improvement."
 
 
@@ -627,8 +633,10 @@ def render_markdown(table: list[dict[str, Any]], header: dict[str, Any], out_dir
         if ci and acc != "—":
             acc += f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
         flat = "—" if not r.get("plateau_seeds") else f"{r['plateau_seeds'][0]}/{r['plateau_seeds'][1]}"
+        if r.get("plateau_curve") is not None:
+            flat += f"; curve {100 * r['plateau_curve']:.1f}%"
         if r.get("plateau_worst") is not None:
-            flat += f" (≤ {100 * r['plateau_worst']:.1f}%)"
+            flat += f" (seeds ≤ {100 * r['plateau_worst']:.1f}%)"
         link = "—"
         if r.get("samples"):
             rel = Path(r["samples"])

@@ -334,6 +334,7 @@ def test_a_wsd_preset_scores_each_row_s_plateau_on_the_held_out_loss_of_annealed
     assert pl["improvement"] == pytest.approx((losses[0] - losses[1]) / losses[0]) and pl["flat"] == (pl["improvement"] < 0.02)
     text = (out / "ABLATION.md").read_text()
     assert "held-out loss (500 test images) improved by < 2% from the run of 80% the length" in text
+    assert f"; curve {100 * pl['improvement']:.1f}% (seeds ≤ {100 * pl['improvement']:.1f}%)" in text  # one seed: the same
 
 
 def test_class_accuracy_seeds_and_reading_through_the_command(tmp_path, monkeypatch):
