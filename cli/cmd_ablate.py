@@ -67,6 +67,7 @@ Opt = typer.Option
 # Preset fields that change what is trained or sampled: an OUT made with other values is refused.
 FINGERPRINT = ("dataset", "tokenizers", "tokenizer_steps", "tokenizer_batch", "tokenizer_lr", "depth", "deep_depth", "width_per_depth", "budget",
                "train", "backbone", "maskgit_steps", "n_eval", "eval_batch")  # fmt: skip
+ROW_FINGERPRINT = ("order", "tokens", "adaln", "qk_norm", "deep", "top_k", "cfg", "order_opts", "preset_steps", "reuses")
 
 
 def _finished(stem: Path) -> bool:
@@ -135,11 +136,13 @@ def _check_out(out: Path, preset: Preset) -> None:
     """Refuse an OUT that holds an ablation made with other training/sampling settings."""
     path = out / "ablation-config.json"
     want = {k: json.loads(json.dumps(getattr(preset, k))) for k in FINGERPRINT}
+    # what each row trains and samples (rows 8 and 9 changed on 2026-11-30: an older OUT is refused)
+    want["rows"] = {str(r.id): {k: getattr(r, k) for k in ROW_FINGERPRINT} for r in ROWS}
     have = _read_json(path)
     if have is None:
         write_json(path, {"preset": preset.name, **want})
         return
-    diff = [k for k in FINGERPRINT if have.get(k) != want[k]]
+    diff = [k for k in want if have.get(k) != want[k]]
     if diff:
         raise UserError(f"{out} holds an ablation made with other settings ({', '.join(diff)}); "
                         "choose another --out or the same options")  # fmt: skip
@@ -148,7 +151,7 @@ def _check_out(out: Path, preset: Preset) -> None:
 @app.command("ablate")
 @guarded
 def ablate(
-    preset: Annotated[str, Opt(help="fmnist (Fashion-MNIST, sized for one H100), fmnist-regime (the CPU regime of `genorder compare`, about 1 CPU hour per seed), fmnist-cpu (CPU smoke scale) or tiny (pipeline check)")] = "fmnist",
+    preset: Annotated[str, Opt(help="fmnist (Fashion-MNIST, sized for one H100), fmnist-regime (the CPU regime of `genorder compare`: 1000 steps a row, about 40 CPU minutes per seed), fmnist-plateau (the same, 2000 steps a row: every row flat; about 70 CPU minutes per seed), fmnist-cpu (CPU smoke scale) or tiny (pipeline check)")] = "fmnist",
     out: Annotated[Path, Opt(help="folder for runs, samples, ABLATION.md and ablation.json")] = Path("runs/ablate"),
     seeds: Annotated[Optional[str], Opt(help="comma-separated seeds, each a full set of rows (default: the preset's)")] = None,
     rows: Annotated[str, Opt(help="'all' or row numbers, e.g. 1,2,3 (see docs/ABLATION.md)")] = "all",

@@ -46,7 +46,11 @@ def test_rows_differ_only_in_what_the_paper_changed():
     assert bb[7] == bb[6] and opts[7]["depth"] > opts[6]["depth"]
     assert {opts[i]["depth"] for i in opts if i != 7} == {p.depth}
     assert opts[9]["order_opts"] == {"multiscale": True} and A.row_by_id(9).tokens == "multi"
-    assert opts[8]["order_opts"] == {"steps": p.maskgit_steps} and bb[8] == bb[1]
+    assert opts[8]["order_opts"] == {"steps": p.maskgit_steps}
+    # rows 8-10 change the order or the tokenizer on row 6's recipe, nothing else
+    assert bb[8] == bb[9] == bb[10] == bb[6] and {opts[i]["depth"] for i in (8, 9, 10)} == {opts[6]["depth"]}
+    assert (opts[10]["order_name"], A.row_by_id(10).tokens) == (opts[1]["order_name"], A.row_by_id(1).tokens)
+    assert opts[10]["order_opts"] == opts[1]["order_opts"] == {}
     with pytest.raises(ValueError):
         A.train_options(A.row_by_id(4), p, 0)  # sampling-only rows are not trained
 
@@ -56,7 +60,7 @@ def test_sampler_options_top_k_and_cfg():
     s = {r.id: A.sampler_options(r, 4096) for r in A.ROWS}
     assert s[3] == s[1] == {"top_k": 0, "cfg": 0.0, "cfg_schedule": "linear", "top_p": 0.0, "temperature": 1.0}
     assert s[4] == {**s[3], "top_k": 600}
-    assert s[5] == s[6] == s[7] == {**s[4], "cfg": 2.0}
+    assert s[5] == s[6] == s[7] == s[8] == s[9] == s[10] == {**s[4], "cfg": 2.0}
     assert A.row_by_id(4).train_id == A.row_by_id(5).train_id == 3
 
 
@@ -300,8 +304,8 @@ def test_readings_give_paired_intervals_and_the_sign_against_the_paper():
     assert lo < 1 / 3 < hi and hi - 1 / 3 == pytest.approx(4.303 * (4 / 3) ** 0.5 / 3**0.5)  # t(2) interval
     assert by["+ top-k"]["fid_verdict"] == "worse: the paper's sign is reversed"
     assert by["+ CFG"]["fid_verdict"] == "not scored"
-    one = A.readings({1: {0: _res(10.0)}, 8: {0: _res(9.0)}}, [0])
-    assert {it["name"]: it["fid_verdict"] for it in one}["MaskGIT (against raster)"] == "no interval (fewer than 2 seeds)"
+    one = A.readings({10: {0: _res(10.0)}, 8: {0: _res(9.0)}}, [0])
+    assert {it["name"]: it["fid_verdict"] for it in one}["MaskGIT against raster"] == "no interval (fewer than 2 seeds)"
     text = "\n".join(A.render_reading(A.readings(results, [0, 1, 2])))
     assert "**AR → VAR** (row 1 → 2" in text and "FID -5.00 [-5.00, -5.00] (n=3)" in text
     assert "class accuracy +20.00 pts [+20.00, +20.00] (n=3)" in text and "paper: FID -13.43" in text
@@ -356,10 +360,10 @@ def test_class_accuracy_seeds_and_reading_through_the_command(tmp_path, monkeypa
     monkeypatch.setitem(sys.modules, "genorder.classifier", fake)
     monkeypatch.setenv("GENORDER_FID_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "out"
-    r = invoke("--out", str(out), "--rows", "1,8", "--seeds", "0,1,2")
+    r = invoke("--out", str(out), "--rows", "8,10", "--seeds", "0,1,2")
     assert r.exit_code == 0, r.output
     for seed in (0, 1, 2):
-        for d in ("r1-raster", "r8-maskgit"):
+        for d in ("r10-raster-full", "r8-maskgit"):
             c = json.loads((out / f"seed{seed}" / d / "class.json").read_text())
             assert c["acc"] == 0.25 and c["n"] == 32 and c["seed"] == seed  # 8 of 32 balanced labels are class 0
     assert calls and all(root == out / "classifiers" for _, root in calls)
@@ -368,11 +372,11 @@ def test_class_accuracy_seeds_and_reading_through_the_command(tmp_path, monkeypa
         assert row["class_acc"]["mean"] == 0.25 and row["class_acc"]["ci95"] == pytest.approx([0.25, 0.25])
         assert row["fid"]["n"] == 3 and row["fid"]["ci95"][0] <= row["fid"]["mean"] <= row["fid"]["ci95"][1]
         assert row["train_steps"] == 6 and row["train_images"] == 96 and row["plateau_seeds"][1] == 3
-    mg = {it["name"]: it for it in data["readings"]}["MaskGIT (against raster)"]
+    mg = {it["name"]: it for it in data["readings"]}["MaskGIT against raster"]
     assert mg["fid"]["n"] == 3 and mg["acc"]["mean"] == 0 and mg["acc_verdict"].startswith("inconclusive")
     md = (out / "ABLATION.md").read_text()
-    assert "## Reading, delta by delta" in md and "**MaskGIT (against raster)** (row 1 → 8" in md
+    assert "## Reading, delta by delta" in md and "**MaskGIT against raster** (row 10 → 8" in md
     assert "| 25.0 ± 0.0 [25.0, 25.0] |" in md and "**pending**" not in md
     assert "classifier with 90.0% test accuracy on real images" in md
-    r = invoke("--out", str(out), "--rows", "1,8", "--seeds", "0,1,2")  # nothing left to do
+    r = invoke("--out", str(out), "--rows", "8,10", "--seeds", "0,1,2")  # nothing left to do
     assert r.exit_code == 0 and r.output.count("not retraining") == 6 and "class accuracy" not in r.output
