@@ -45,6 +45,7 @@ def main() -> None:
     ap.add_argument("--tokenizers", type=Path, required=True, help="OUT/tokenizers of an ablation with this preset")
     ap.add_argument("--out", type=Path, default=Path("runs/probe"))
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--lr", type=float, default=None, help="peak lr (default: the preset's)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -54,9 +55,12 @@ def main() -> None:
         row = dataclasses.replace(row, adaln=False, qk_norm=False)
     tok = args.tokenizers / p.tokenizers[row.tokens][0] / "tokenizer"
     vocab = int(read_meta(tok)["config"]["vocab_size"])
-    rdir = args.out / f"r{row.id}{'-plain' if args.plain else ''}-s{args.seed}-{args.steps}"
+    lr_tag = f"-lr{args.lr:g}" if args.lr else ""
+    rdir = args.out / f"r{row.id}{'-plain' if args.plain else ''}-s{args.seed}-{args.steps}{lr_tag}"
     ends = sorted(float(x) for x in args.ends.split(","))
     opts = train_options(row, p, args.seed, "cpu")
+    if args.lr:
+        opts["train_opts"] = {**opts["train_opts"], "lr": args.lr}
     torch.manual_seed(args.seed)
     train_run(opts["order_name"], rdir, dataset_spec=p.dataset, tokenizer_spec=str(tok), depth=opts["depth"],
               budget=opts["budget"], backbone_opts=opts["backbone_opts"], train_opts=opts["train_opts"],

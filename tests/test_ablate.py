@@ -275,10 +275,10 @@ def test_every_preset_defaults_to_three_seeds_and_a_deterministic_budget():
     assert reg.width_per_depth == CPU["width_per_depth"] and reg.train["cooldown"] == CPU["cooldown"]
     assert reg.train["schedule"] == inspect.signature(compare).parameters["schedule"].default == "wsd"
     assert A.train_options(A.row_by_id(7), reg, 0)["backbone_opts"]["width"] == 96  # deeper and wider
-    # fmnist-plateau is the same regime trained twice as long, nothing else
+    # fmnist-plateau is the same regime trained longer, nothing else
     plat = A.get_preset("fmnist-plateau")
     assert dataclasses.replace(plat, name=reg.name, budget=reg.budget, note=reg.note) == reg
-    assert A.budget_steps_images(plat)[0] == 2 * A.budget_steps_images(reg)[0]
+    assert A.budget_steps_images(plat)[0] == 2500 > A.budget_steps_images(reg)[0]
     multi = registry("tokenizers").create(*reg.tokenizers["multi"])
     single = registry("tokenizers").create(*reg.tokenizers["single"])
     assert tuple(multi.scales) == (1, 2, 3, 4, 6, 8) and tuple(single.scales) == (8,)
