@@ -309,7 +309,7 @@ PRESETS: dict[str, Preset] = {
 # so that every row reaches its plateau (the 2000-step run, a cool-down branch, against the 2500-step
 # run: under 2%). At 1000 steps the rows with AdaLN were flat and the plain ones 2.1-3.1% from it; at
 # 2000 steps every row but the d3 row 7 (2.07%, at its best lr of 4e-3 / 8e-3 / 1.6e-2), whose
-# 3000-step run was 1.58% (docs/ABLATION.md §3.2, §5.0).
+# 3000-step run was 1.58% (docs/ABLATION.md §3.2, §5.1).
 PRESETS["fmnist-plateau"] = replace(
     PRESETS["fmnist-regime"],
     name="fmnist-plateau",
