@@ -151,7 +151,7 @@ def _check_out(out: Path, preset: Preset) -> None:
 @app.command("ablate")
 @guarded
 def ablate(
-    preset: Annotated[str, Opt(help="fmnist (Fashion-MNIST, sized for one H100), fmnist-regime (the CPU regime of `genorder compare`: 1000 steps a row, about 40 CPU minutes per seed), fmnist-plateau (the same, 2500 steps a row, to bring every row to its plateau; see docs/ABLATION.md §3.2), fmnist-cpu (CPU smoke scale) or tiny (pipeline check)")] = "fmnist",
+    preset: Annotated[str, Opt(help="fmnist (Fashion-MNIST, sized for one H100), fmnist-regime (the CPU regime of `genorder compare`: 1000 steps a row, about 40 CPU minutes per seed), fmnist-plateau (the same, 2500 steps a row, to bring every row to its plateau; about 85 CPU minutes per seed, docs/ABLATION.md §5.0), fmnist-cpu (CPU smoke scale) or tiny (pipeline check)")] = "fmnist",
     out: Annotated[Path, Opt(help="folder for runs, samples, ABLATION.md and ablation.json")] = Path("runs/ablate"),
     seeds: Annotated[Optional[str], Opt(help="comma-separated seeds, each a full set of rows (default: the preset's)")] = None,
     rows: Annotated[str, Opt(help="'all' or row numbers, e.g. 1,2,3 (see docs/ABLATION.md)")] = "all",

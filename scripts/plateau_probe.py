@@ -47,6 +47,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--lr", type=float, default=None, help="peak lr (default: the preset's)")
     args = ap.parse_args()
+    if args.lr is not None and args.lr <= 0:
+        ap.error(f"--lr must be positive, got {args.lr}")
     torch.set_num_threads(args.threads)
 
     p = dataclasses.replace(get_preset(args.preset), budget={"steps": args.steps})
@@ -55,11 +57,11 @@ def main() -> None:
         row = dataclasses.replace(row, adaln=False, qk_norm=False)
     tok = args.tokenizers / p.tokenizers[row.tokens][0] / "tokenizer"
     vocab = int(read_meta(tok)["config"]["vocab_size"])
-    lr_tag = f"-lr{args.lr:g}" if args.lr else ""
+    lr_tag = f"-lr{args.lr:g}" if args.lr is not None else ""
     rdir = args.out / f"r{row.id}{'-plain' if args.plain else ''}-s{args.seed}-{args.steps}{lr_tag}"
     ends = sorted(float(x) for x in args.ends.split(","))
     opts = train_options(row, p, args.seed, "cpu")
-    if args.lr:
+    if args.lr is not None:
         opts["train_opts"] = {**opts["train_opts"], "lr": args.lr}
     torch.manual_seed(args.seed)
     train_run(opts["order_name"], rdir, dataset_spec=p.dataset, tokenizer_spec=str(tok), depth=opts["depth"],
