@@ -8,15 +8,28 @@ PY=${PYTHON:-python3}
 VENV=${GENORDER_VENV:-.venv}
 say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 
+HAVE_TORCH=0
+[ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "import torch, torchvision" >/dev/null 2>&1 && HAVE_TORCH=1
+if [ "$HAVE_TORCH" = 0 ]; then
+  # checked before anything is written: PyPI's x86_64 torch is a CUDA build, about 5.6 GB in the
+  # venv (a CPU build elsewhere: under 1 GB), and a full disk fails half-way through pip
+  NEED_GB=7; [ "$(uname -m)" = x86_64 ] || NEED_GB=2
+  WHERE=$(dirname "$VENV")
+  FREE_GB=$(df -Pk "$WHERE" | awk 'NR==2 {print int($4 / 1048576)}')
+  if [ "${FREE_GB:-0}" -lt "$NEED_GB" ]; then
+    say "error: torch needs about $NEED_GB GB free for $VENV; $(df -Ph "$WHERE" | awk 'NR==2 {print $4 " free on " $6}')" >&2
+    exit 2
+  fi
+fi
 if [ ! -x "$VENV/bin/python" ]; then
   say "creating $VENV with $($PY --version)"
   $PY -m venv "$VENV"
 fi
 PIP="$VENV/bin/python -m pip"
 $PIP install -q --upgrade pip >/dev/null 2>&1 || true
-if ! "$VENV/bin/python" -c "import torch, torchvision" >/dev/null 2>&1; then
-  say "installing torch==2.14.1 torchvision==0.29.1"
-  $PIP install -q torch==2.14.1 torchvision==0.29.1
+if [ "$HAVE_TORCH" = 0 ]; then
+  say "installing torch==2.14.1 torchvision==0.29.1 (${FREE_GB} GB free)"
+  $PIP install -q --no-cache-dir torch==2.14.1 torchvision==0.29.1
 fi
 say "installing genorder with its dev extras"
 $PIP install -q -e ".[dev]"
