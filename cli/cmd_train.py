@@ -22,7 +22,7 @@ from genorder.budget import Budget, BudgetTracker, Spent
 from genorder.checkpoint import read_meta
 from genorder.config import build_config
 from genorder.data import class_balanced_labels, load_dataset
-from genorder.distributed import init_from_env, world
+from genorder.distributed import init_from_env, leave, world
 from genorder.errors import UserError
 from genorder.images import save_grid
 from genorder.lock import RunLock
@@ -367,16 +367,22 @@ def train(
     dev = resolve_device(device or sections.get("train", {}).get("device", "auto"))
     shown_depth = d if d is not None else (16 if dev.type == "cuda" else 4)
     out = out or Path("runs") / f"{order}-d{shown_depth}"
-    summary = train_run(
-        order, out, dataset_spec=dataset, tokenizer_spec=tokenizer, tokenizer_steps=tokenizer_steps,
-        tokenizer_minutes=tokenizer_minutes, depth=d,
-        budget=budget, sections=sections, backbone_opts={"adaln": adaln, "qk_norm": qk_norm},
-        train_opts={"batch_size": batch_size, "lr": lr, "seed": seed, "device": device,
-                    "checkpoint_every": checkpoint_every},
-        sampler_opts={"cfg": cfg, "top_k": top_k}, resume=resume, image_size=image_size,
-        resume_hint=resume_command(sys.argv),
-    )
-    if not world().main or summary.get("already_complete"):
+    try:
+        summary = train_run(
+            order, out, dataset_spec=dataset, tokenizer_spec=tokenizer, tokenizer_steps=tokenizer_steps,
+            tokenizer_minutes=tokenizer_minutes, depth=d,
+            budget=budget, sections=sections, backbone_opts={"adaln": adaln, "qk_norm": qk_norm},
+            train_opts={"batch_size": batch_size, "lr": lr, "seed": seed, "device": device,
+                        "checkpoint_every": checkpoint_every},
+            sampler_opts={"cfg": cfg, "top_k": top_k}, resume=resume, image_size=image_size,
+            resume_hint=resume_command(sys.argv),
+        )
+    except BaseException:
+        leave(wait=False)  # torchrun: an error ends this rank at once (the launcher stops the others)
+        raise
+    main = world().main
+    leave()  # torchrun: every rank waits for rank 0's grid and summary, then the group closes
+    if not main or summary.get("already_complete"):
         return
     s = summary["spent"]
     console.print(

@@ -65,3 +65,15 @@ def from_main(obj: Any) -> Any:
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def leave(wait: bool = True) -> None:
+    """Leave the group at the end of the command (no-op without one). With `wait`, every rank first
+    waits for the others (rank 0 still samples the grid after training), so that no process exits
+    with the group's threads alive, which gloo answers with an abort ("terminate called without an
+    active exception")."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if wait:
+        dist.barrier()
+    dist.destroy_process_group()
