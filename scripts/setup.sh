@@ -14,7 +14,7 @@ if [ "$HAVE_TORCH" = 0 ]; then
   # checked before anything is written: PyPI's x86_64 torch is a CUDA build, about 5.6 GB in the
   # venv (a CPU build elsewhere: under 1 GB), and a full disk fails half-way through pip
   NEED_GB=7; [ "$(uname -m)" = x86_64 ] || NEED_GB=2
-  WHERE=$(dirname "$VENV")
+  WHERE=$(dirname "$VENV"); while [ ! -d "$WHERE" ]; do WHERE=$(dirname "$WHERE"); done  # the venv's nearest existing folder
   FREE_GB=$(df -Pk "$WHERE" | awk 'NR==2 {print int($4 / 1048576)}')
   if [ "${FREE_GB:-0}" -lt "$NEED_GB" ]; then
     say "error: torch needs about $NEED_GB GB free for $VENV; $(df -Ph "$WHERE" | awk 'NR==2 {print $4 " free on " $6}')" >&2
