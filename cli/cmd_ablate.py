@@ -58,8 +58,8 @@ from genorder.runs import load_run, write_json
 from genorder.trainer import resolve_device
 from genorder_cli.app import app, console, guarded
 from genorder_cli.cmd_eval import check_extractor, record, score_images
-from genorder_cli.cmd_train import train_run
-from genorder_cli.compare_jobs import POINTS, PointSaver
+from genorder.training_run import train_run
+from genorder.experiments.compare_jobs import POINTS, PointSaver
 from genorder_cli.common import ThreadsOpt, generate_with_bar, make_sampler, set_threads
 
 Opt = typer.Option

@@ -40,7 +40,7 @@ from genorder.scaling import (
 )
 from genorder.trainer import resolve_device
 from genorder_cli.app import app, console, guarded, parse_csv
-from genorder_cli.cmd_train import train_run
+from genorder.training_run import train_run
 from genorder_cli.common import make_sampler, resolve_tokenizer
 
 Opt = typer.Option

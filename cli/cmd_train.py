@@ -5,12 +5,8 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import shutil
-import signal
 import sys
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -18,33 +14,12 @@ import torch
 import typer
 from rich.table import Table
 
-from genorder.budget import Budget, BudgetTracker, Spent
-from genorder.checkpoint import read_meta
-from genorder.config import build_config
-from genorder.data import class_balanced_labels, load_dataset
-from genorder.distributed import init_from_env, leave, world
+from genorder.distributed import leave, world
 from genorder.errors import UserError
 from genorder.images import save_grid
-from genorder.lock import RunLock
-from genorder.model import BackboneConfig, build_model, count_params
-from genorder.registry import registry
-from genorder.runs import (
-    CHECKPOINTS,
-    absolute_dataset_spec,
-    clean_run,
-    copy_checkpoint,
-    identity_diff,
-    latest_checkpoint,
-    list_runs,
-    load_run,
-    load_tokenizer,
-    run_identity,
-    run_meta,
-    short_hash,
-    tokenizer_hash,
-    write_json,
-)
-from genorder.trainer import Trainer, TrainConfig, resolve_device
+from genorder.runs import list_runs, load_run
+from genorder.trainer import resolve_device
+from genorder.training_run import RunInterrupted, regime_defaults, train_run  # noqa: F401 - RunInterrupted: its exit code is 130
 from genorder_cli.app import app, console, guarded, progress_bar
 from genorder_cli.common import (
     ImageSizeOpt,
@@ -53,7 +28,6 @@ from genorder_cli.common import (
     generate_with_bar,
     layered,
     make_sampler,
-    resolve_tokenizer,
     set_threads,
     with_tokenizer,
 )
@@ -63,256 +37,6 @@ Opt = typer.Option
 
 TRAIN_SECTIONS = ("order", "backbone", "train", "budget", "sampler", "tokenizer")
 
-
-def _check_out_dir(out: Path) -> None:
-    """`--out` must be a folder, or creatable as one: a clear error before anything is written."""
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file, not a run directory")
-    parent = out
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise UserError(f"--out {out}: {parent} is a file, so no folder can be made under it")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise UserError(f"--out {out}: {parent} is not writable")
-
-
-@contextmanager
-def _stop_on_signals() -> Iterator[Callable[[], bool]]:
-    """While training: the first SIGINT/SIGTERM asks the trainer to checkpoint and stop (a second
-    one interrupts at once, which the atomic checkpoints make safe). Yields `should_stop`."""
-    hit: list[int] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield lambda: False
-        return
-    old = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-
-    def handler(signum, frame):
-        hit.append(signum)
-        for sig, prev in old.items():
-            signal.signal(sig, prev if prev is not None else signal.SIG_DFL)
-
-    for sig in old:
-        signal.signal(sig, handler)
-    try:
-        yield lambda: bool(hit)
-    finally:
-        for sig, prev in old.items():
-            signal.signal(sig, prev)
-
-
-class RunInterrupted(UserError):
-    """Training stopped on SIGINT/SIGTERM after writing a checkpoint; exit 130 (the shell's code)."""
-
-    exit_code = 130
-
-
-def train_run(
-    order_name: str,
-    out: Path,
-    *,
-    dataset_spec: str = "fashion-mnist",
-    tokenizer_spec: str | None = None,
-    tokenizer_steps: int = 300,
-    tokenizer_minutes: float | None = None,
-    depth: int | None = None,
-    budget: dict | None = None,
-    sections: dict | None = None,
-    backbone_opts: dict | None = None,
-    train_opts: dict | None = None,
-    order_opts: dict | None = None,
-    sampler_opts: dict | None = None,
-    resume: bool = False,
-    samples_per_class: int = 8,
-    quiet: bool = False,
-    image_size: int | None = None,
-    resume_hint: str | None = None,
-    on_step=None,
-) -> dict:
-    """Build everything from options, train under the budget, write the run directory. Used by
-    `train`, and by `compare`/`ablate` for every row, so all rows go through the same code.
-
-    Everything is validated before the first write: options, dataset, tokenizer and, on `resume`,
-    the run's identity (tokenizer hash, order, backbone, train config, dataset hash) against its
-    latest verified checkpoint. One process at a time may write `out` (`RunLock`).
-    `on_step(trainer, metrics)`, when given, runs after every optimizer step (compare evaluates
-    checkpoints along training with it)."""
-    sections = sections or {}
-    registry("orders").get(order_name)
-    device = resolve_device((train_opts or {}).get("device") or sections.get("train", {}).get("device", "auto"))
-    on_gpu = device.type == "cuda"
-    w = init_from_env(device.type)  # torchrun: join the process group (no-op in one process)
-    if w.size > 1 and on_gpu:
-        device = torch.device("cuda", w.local_rank)
-    quiet = quiet or not w.main
-    if depth is None and "depth" not in sections.get("backbone", {}) and (backbone_opts or {}).get("depth") is None:
-        depth = 16 if on_gpu else 4
-    order = registry("orders").create(order_name, {**sections.get("order", {}), **(order_opts or {})})
-    bb = build_config(BackboneConfig, sections.get("backbone"), {"depth": depth, **(backbone_opts or {})}, section="backbone")
-    train_section = dict(sections.get("train", {}))
-    nested_budget = train_section.pop("budget", None)
-    if nested_budget is not None and not isinstance(nested_budget, dict):
-        raise UserError("train.budget must be a table of steps, images, minutes, flops")
-    bud = build_config(Budget, sections.get("budget"), nested_budget, budget or {}, section="budget")
-    tcfg = build_config(TrainConfig, train_section, {**(train_opts or {}), "budget": bud}, section="train")
-    sampler = make_sampler(sections, **(sampler_opts or {}))
-    tok_opts = {k: v for k, v in sections.get("tokenizer", {}).items() if k != "name"}
-    tokenizer_spec = tokenizer_spec or sections.get("tokenizer", {}).get("name")
-    _check_out_dir(out)
-    lock = RunLock(out)
-    if w.main and out.is_dir():
-        lock.acquire()  # a second writer stops here, named by PID, before reading or writing anything
-    try:
-        has_run = (out / "model.json").exists()
-        if resume and not has_run:
-            raise UserError(f"--resume: {out} has no checkpoint to resume from; start it without --resume")
-        if not resume and has_run:
-            raise UserError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
-        return _train_locked(
-            order_name, order, out, lock, w, device, bb, bud, tcfg, sampler, dataset_spec=dataset_spec,
-            tokenizer_spec=tokenizer_spec, tokenizer_steps=tokenizer_steps, tokenizer_minutes=tokenizer_minutes,
-            resume=resume, samples_per_class=samples_per_class, quiet=quiet, resume_hint=resume_hint,
-            image_size=image_size, tokenizer_options=tok_opts, on_step=on_step,
-        )  # fmt: skip
-    finally:
-        lock.release()
-
-
-def _train_locked(order_name, order, out: Path, lock: RunLock, w, device, bb, bud, tcfg, sampler, *, dataset_spec,
-                  tokenizer_spec, tokenizer_steps, tokenizer_minutes, resume, samples_per_class, quiet,
-                  resume_hint, image_size=None, tokenizer_options=None, on_step=None) -> dict:  # fmt: skip
-    ds = load_dataset(dataset_spec, "train", image_size=image_size)
-    given_spec, dataset_spec = dataset_spec, absolute_dataset_spec(dataset_spec)  # runs record the absolute one
-    found = None
-    if resume:
-        found = latest_checkpoint(out)
-        if found is None:
-            raise UserError(f"--resume: {out} has model.json but no checkpoint set (checkpoints/step-N); it cannot be resumed")
-        recorded = read_meta(found[0] / "model")
-        ident = recorded.get("identity")
-        if not (isinstance(ident, dict) and isinstance(ident.get("tokenizer"), dict) and isinstance(recorded.get("spent"), dict)):
-            raise UserError(f"--resume: {found[0]}/model.json records no usable run identity; it cannot be checked, so it is not resumed")
-        tokenizer, tok_name = load_tokenizer(out / "tokenizer", device)
-        tok_stem = out / "tokenizer"
-        if tokenizer_hash(tokenizer) != ident["tokenizer"].get("hash"):
-            raise UserError(
-                f"--resume: {out}/tokenizer.safetensors is not the tokenizer the run was trained with "
-                "(its content hash differs from model.json's); restore the run's copy"
-            )
-        if tokenizer_spec is not None:
-            given, _ = resolve_tokenizer(tokenizer_spec, order, given_spec, ds, device, tokenizer_steps,
-                                         tokenizer_minutes, may_train=False)  # fmt: skip
-            if tokenizer_hash(given) != tokenizer_hash(tokenizer):
-                raise UserError(
-                    f"--resume: --tokenizer {tokenizer_spec} is not the tokenizer {out} was trained with "
-                    f"(hash {short_hash(tokenizer_hash(given))}, the run's {short_hash(tokenizer_hash(tokenizer))}); "
-                    "the run is left as it was"
-                )
-    else:
-        tokenizer, tok_stem = resolve_tokenizer(
-            tokenizer_spec, order, given_spec, ds, device, tokenizer_steps, tokenizer_minutes, may_train=w.size == 1,
-            options=tokenizer_options,
-        )
-        tok_name = read_meta(tok_stem).get("name", "?")
-    if tokenizer.channels != ds.channels or tokenizer.image_size != ds.image_size:
-        raise UserError(
-            f"tokenizer expects {tokenizer.channels}x{tokenizer.image_size}px images, dataset {dataset_spec} has "
-            f"{ds.channels}x{ds.image_size}px; pass --image-size {tokenizer.image_size} to resize the dataset"
-        )
-    identity = run_identity(order_name, order, bb, tcfg, tok_name, tokenizer, dataset_spec, ds)
-    if found is not None:
-        recorded = read_meta(found[0] / "model")
-        diff = identity_diff(recorded["identity"], identity)
-        if diff:
-            raise UserError("\n".join([f"--resume: {out} was trained with other settings; the run is left as it was:", *diff]))
-        try:
-            spent = Spent(**recorded["spent"])
-        except TypeError:
-            raise UserError(f"--resume: {found[0]}/model.json has a malformed `spent` record") from None
-        finished = BudgetTracker(bud, spent).exhausted()
-        if finished is not None and (out / "summary.json").is_file():
-            if not quiet:
-                console.print(f"{out}: already complete ({finished} budget spent: {spent.steps} steps); nothing to do")
-            summary = json.loads((out / "summary.json").read_text())
-            return {**summary, "already_complete": True}
-        # budget spent but no summary: the last run was stopped after its final checkpoint, while
-        # drawing the grid; finish that part below without training
-    else:
-        finished = None
-    torch.manual_seed(tcfg.seed)  # the initialisation depends on the seed alone (and is the same on every rank)
-    try:
-        model = build_model(order, tokenizer, bb, ds.num_classes)
-    except (ValueError, RuntimeError) as err:
-        raise UserError(f"cannot build the model: {err}") from None
-    meta = run_meta(order_name, order, bb, model, dataset=dataset_spec, class_names=ds.class_names,
-                    image_size=ds.image_size, tokenizer_source=str(tok_stem),
-                    layout=list(order.layout(tokenizer).scales), identity=identity)
-    if w.main:
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise UserError(f"--out {out}: cannot create the run directory: {err.strerror}") from None
-        lock.acquire()
-        clean_run(out)
-        if not resume:  # a fresh run: nothing stale (a log or checkpoints of a run killed before its first save)
-            for stale in ("log.jsonl", "summary.json", "samples.png"):
-                (out / stale).unlink(missing_ok=True)
-            if (out / CHECKPOINTS).is_dir():
-                shutil.rmtree(out / CHECKPOINTS)
-            copy_checkpoint(tok_stem, out / "tokenizer")
-    trainer = Trainer(order, tokenizer, model, ds, tcfg, out, meta)
-    if resume:
-        trainer.resume()
-    if not quiet:
-        console.print(
-            f"[bold]{order_name}[/bold] d{bb.depth} C={bb.C} · {count_params(model):,} params · "
-            f"{trainer.flops_per_sample / 1e9:.2f} GFLOP/img (train) · device {device} · budget {bud.model_dump(exclude_none=True)}"
-            + (f" · resumed at step {trainer.tracker.spent.steps}" if resume else "")
-        )
-    if finished is not None:
-        if not w.main:
-            return {"stopped_by": finished, "spent": trainer.tracker.spent.as_dict(), "last": {}}
-        summary = {"stopped_by": finished, "spent": trainer.tracker.spent.as_dict(), "last": _last_log_record(out)}
-    else:
-        with _stop_on_signals() as should_stop:
-            if not w.main:  # other torchrun processes: train, then leave the grid and summary to rank 0
-                return trainer.fit(should_stop=should_stop)
-            with progress_bar(f"train {order_name}", total=1000, disable=quiet) as update:
-                def step_done(f: float, m: dict) -> None:
-                    update(int(f * 1000), info=f"loss {m['loss']:.3f} acc {m['acc']:.3f}")
-                    if on_step is not None:
-                        on_step(trainer, m)
-
-                summary = trainer.fit(progress=step_done, should_stop=should_stop)
-    if summary["stopped_by"] == "interrupted":
-        how = f"resume with: {resume_hint}" if resume_hint else "rerun the same command to resume"
-        raise RunInterrupted(
-            f"interrupted at step {trainer.tracker.spent.steps}: checkpoint saved in {out}; {how}"
-        )
-    # the sample grid every run ends with: one row per class
-    from genorder.runs import Run
-
-    run = Run(out, order, order_name, tokenizer, model.eval(), meta)
-    if samples_per_class > 0:  # 0: no grid (library callers that sample elsewhere)
-        labels = class_balanced_labels(ds.num_classes, ds.num_classes * samples_per_class)
-        images = generate_with_bar(run, labels, sampler, seed=tcfg.seed, batch_size=64, title="sample grid", quiet=quiet)
-        save_grid(images, out / "samples.png", nrow=samples_per_class, scale=2, labels_left=ds.class_names)
-    summary.update({"order": order_name, "params": count_params(model), "depth": bb.depth,
-                    "train_flops_per_image": trainer.flops_per_sample, "dataset": dataset_spec,
-                    "sampler": sampler.config.model_dump()})
-    write_json(out / "summary.json", summary)
-    return summary
-
-
-def _last_log_record(out: Path) -> dict:
-    last: dict = {}
-    if (out / "log.jsonl").is_file():
-        for line in (out / "log.jsonl").read_text(errors="replace").splitlines():
-            try:
-                last = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-    return last
 
 
 def resume_command(argv: list[str]) -> str | None:
@@ -330,18 +54,19 @@ def resume_command(argv: list[str]) -> str | None:
 @guarded
 def train(
     order: Annotated[str, Opt(help="generation order, a registered name (see `genorder plugins`)")],
-    depth: Annotated[Optional[int], Opt(help="backbone depth d (width 64·d, d heads); default 16 on a GPU, 4 on a CPU")] = None,
+    depth: Annotated[Optional[int], Opt(help="backbone depth d (default: the regime's: 2 at width 32·d on a CPU, 16 at the backbone's 64·d on a GPU)")] = None,
     dataset: Annotated[str, Opt(help="fashion-mnist, shapes, imagefolder:PATH or npz:PATH")] = "fashion-mnist",
     tokenizer: TokenizerOpt = None,
     image_size: ImageSizeOpt = None,
     tokenizer_steps: Annotated[int, Opt(help="steps when a tokenizer has to be trained first")] = 300,
     tokenizer_minutes: Annotated[Optional[float], Opt(help="cap, in minutes, on that tokenizer training")] = None,
-    steps: Annotated[Optional[int], Opt(help="budget: optimizer steps")] = None,
+    steps: Annotated[Optional[int], Opt(help="budget: optimizer steps (default: the regime's train.steps, when no budget is given)")] = None,
     images: Annotated[Optional[int], Opt(help="budget: training images seen")] = None,
     minutes: Annotated[Optional[float], Opt(help="budget: wall-clock minutes")] = None,
     flops: Annotated[Optional[float], Opt(help="budget: training FLOPs, e.g. 1e15")] = None,
-    batch_size: Annotated[Optional[int], Opt(help="images per optimizer step (default 64)")] = None,
-    lr: Annotated[Optional[float], Opt(help="peak learning rate (default 1e-4·batch/256)")] = None,
+    batch_size: Annotated[Optional[int], Opt(help="images per optimizer step (default: the regime's)")] = None,
+    lr: Annotated[Optional[float], Opt(help="peak learning rate (default: the regime's rate for the order, else its lr.default, with a notice)")] = None,
+    regime: Annotated[Optional[str], Opt(help="where the defaults (depth, width, batch, budget, schedule, lr per order) come from: cpu, gpu or a regime TOML (default: gpu on a GPU, else cpu); --config/--set and flags win over it")] = None,
     adaln: Annotated[Optional[bool], Opt("--adaln/--no-adaln", help="class-conditioned AdaLN (VAR) or plain LN")] = None,
     qk_norm: Annotated[Optional[bool], Opt("--qk-norm/--no-qk-norm", help="q/k L2-normalised attention")] = None,
     cfg: Annotated[Optional[float], Opt(help="CFG strength for the final sample grid")] = None,
@@ -360,26 +85,31 @@ def train(
     Ctrl-C (or SIGTERM) writes a checkpoint and prints the command that resumes the run."""
     set_threads(threads)
     sections = layered(config, set_, allowed=TRAIN_SECTIONS)
+    dev = resolve_device(device or sections.get("train", {}).get("device", "auto"))
+    defaults = regime_defaults(order, regime, dev.type, sections, depth=depth, batch_size=batch_size, lr=lr)
     budget = {"steps": steps, "images": images, "minutes": minutes, "flops": flops}
     if all(v is None for v in budget.values()) and not sections.get("budget") and not sections.get("train", {}).get("budget"):
-        budget["steps"] = 300
-    d = depth if depth is not None else sections.get("backbone", {}).get("depth")
-    dev = resolve_device(device or sections.get("train", {}).get("device", "auto"))
-    shown_depth = d if d is not None else (16 if dev.type == "cuda" else 4)
-    out = out or Path("runs") / f"{order}-d{shown_depth}"
+        budget["steps"] = defaults.steps
+    d = defaults.depth
+    out = out or Path("runs") / f"{order}-d{d}"
+    if defaults.notice:
+        console.print(defaults.notice, highlight=False, markup=False)
+    stack = ExitStack()
     try:
         summary = train_run(
             order, out, dataset_spec=dataset, tokenizer_spec=tokenizer, tokenizer_steps=tokenizer_steps,
             tokenizer_minutes=tokenizer_minutes, depth=d,
-            budget=budget, sections=sections, backbone_opts={"adaln": adaln, "qk_norm": qk_norm},
+            budget=budget, sections=sections, backbone_opts={"adaln": adaln, "qk_norm": qk_norm, **defaults.backbone_opts},
             train_opts={"batch_size": batch_size, "lr": lr, "seed": seed, "device": device,
-                        "checkpoint_every": checkpoint_every},
+                        "checkpoint_every": checkpoint_every, **defaults.train_opts},
             sampler_opts={"cfg": cfg, "top_k": top_k}, resume=resume, image_size=image_size,
-            resume_hint=resume_command(sys.argv),
+            resume_hint=resume_command(sys.argv), **_renderers(stack),
         )
     except BaseException:
+        stack.close()
         leave(wait=False)  # torchrun: an error ends this rank at once (the launcher stops the others)
         raise
+    stack.close()
     main = world().main
     leave()  # torchrun: every rank waits for rank 0's grid and summary, then the group closes
     if not main or summary.get("already_complete"):
@@ -390,6 +120,21 @@ def train(
         f"{s['flops'] / 1e12:.2f} TFLOP, {s['seconds']:.0f} s · loss {summary['last'].get('loss', float('nan')):.3f} "
         f"· grid {out / 'samples.png'}"
     )
+
+
+def _renderers(stack: ExitStack) -> dict:
+    """`train_run`'s callbacks drawn with rich: its notes as lines, one bar per stage."""
+    bars: dict[str, object] = {}
+
+    def on_progress(stage: str, done: float, total: float, info: str) -> None:
+        if stage not in bars:
+            for old in list(bars):  # one stage at a time: the previous bar ends where the next begins
+                stack.close()
+                bars.pop(old)
+            bars[stage] = stack.enter_context(progress_bar(stage, total=int(total)))
+        bars[stage](int(done), int(total), info=info)
+
+    return {"on_message": lambda text: console.print(text, highlight=False, markup=False), "on_progress": on_progress}
 
 
 @app.command("sample")

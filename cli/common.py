@@ -12,6 +12,7 @@ from genorder.config import build_config, load_toml, parse_overrides
 from genorder.errors import UserError
 from genorder.registry import registry
 from genorder.sampler import Sampler
+from genorder.training_run import is_checkpoint_spec, make_sampler, tokenizer_stem  # noqa: F401 - the library's, re-exported
 from genorder_cli.app import console, progress_bar
 
 TOKENIZER_CACHE = Path("runs/tokenizers")
@@ -36,22 +37,6 @@ def set_threads(threads: int | None) -> None:
     if threads < 1:
         raise UserError(f"--threads must be at least 1, got {threads}")
     torch.set_num_threads(threads)
-
-
-def tokenizer_stem(spec: str | Path) -> Path:
-    """A tokenizer checkpoint named by a file (.safetensors/.json), its stem, or a folder holding
-    `tokenizer.safetensors` (a `train-tokenizer` output or a run folder) -> the checkpoint stem."""
-    p = Path(spec)
-    if p.is_dir():
-        if not (p / "tokenizer.safetensors").is_file():
-            raise UserError(f"{p} holds no tokenizer.safetensors (expected a run or tokenizer folder)")
-        return p / "tokenizer"
-    return p.with_suffix("") if p.suffix in (".json", ".safetensors") else p
-
-
-def is_checkpoint_spec(spec: str) -> bool:
-    p = Path(spec)
-    return p.exists() or Path(spec + ".safetensors").exists() or p.suffix in (".json", ".safetensors")
 
 
 def _nest(values: dict[str, Any]) -> dict[str, Any]:
@@ -109,13 +94,6 @@ def default_tokenizer_preset(kind: str, channels: int = 1, image_size: int = 32)
     from genorder.tokenizer_training import default_tokenizer
 
     return default_tokenizer(kind, channels, image_size)
-
-
-def make_sampler(sections: dict, **cli: Any) -> Sampler:
-    opts = dict(sections.get("sampler", {}))
-    name = opts.pop("name", "standard")
-    cfg = build_config(registry("samplers").config_class(name), opts, cli, section="sampler")
-    return registry("samplers").get(name)(cfg)
 
 
 def tokenizer_cache_entry(name: str, dataset_spec: str, dataset, budget: dict[str, Any],

@@ -97,11 +97,6 @@ class Order(ABC):
     kv_cache_option: str | None = None
     #: `genorder bench` compares the other orders' speed against this one by default
     reference_baseline: bool = False
-    #: peak learning rate `genorder compare` trains this order at on a CPU when no --lr is given: the
-    #: best of that regime's LR sweep (depth 2 at width 64, 8x8 tokens, 1000 steps of 64 under wsd;
-    #: docs/RESULTS.md §0.3).
-    #: None: the CPU default of `compare` (8e-3). `compare --tune-lr` sweeps instead.
-    cpu_lr: float | None = None
 
     def __init__(self, config: ComponentConfig) -> None:
         self.config = config

@@ -139,3 +139,63 @@ def load_regime(spec: str | Path = "cpu", overrides: list[str] | None = None) ->
 
 def default_regime_name(device_type: str) -> str:
     return "gpu" if device_type == "cuda" else "cpu"
+
+
+# -- `--set`: regime keys and component keys ---------------------------------------------------------
+# The rule: a key the regime file defines sets the regime: every key of [lr] and [evaluation], and
+# backbone.depth, backbone.width_per_depth, train.steps, train.batch_size, train.schedule,
+# train.cooldown, train.seeds, train.threads, tokenizer.steps, tokenizer.batch_size, tokenizer.lr,
+# tokenizer.presets.*. Any other key under [order] [backbone] [train] [sampler] [tokenizer] is passed
+# to the component it names (e.g. backbone.width, backbone.adaln, train.warmup, tokenizer.vocab_size).
+_REGIME_ONLY = ("lr", "evaluation")
+_SHARED = {"backbone": BackboneRegime, "train": TrainRegime, "tokenizer": TokenizerRegime}
+
+
+def is_regime_key(key: str) -> bool:
+    """Whether `--set key=...` sets the regime (see the rule above) rather than a component."""
+    parts = [p.strip().strip('"') for p in key.split(".")]
+    if parts[0] in _REGIME_ONLY or parts == ["name"]:
+        return True
+    cls = _SHARED.get(parts[0])
+    return cls is not None and len(parts) > 1 and parts[1] in cls.model_fields
+
+
+def split_overrides(items: list[str]) -> tuple[list[str], list[str]]:
+    """`--set` items split into (regime overrides, component overrides) by `is_regime_key`."""
+    regime, component = [], []
+    for item in items:
+        if "=" not in item:
+            raise UserError(f"--set expects key.path=value, got {item!r}")
+        (regime if is_regime_key(item.split("=", 1)[0]) else component).append(item)
+    return regime, component
+
+
+def nest_overrides(parsed: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """`genorder.config.parse_overrides`' {section: {"a.b": v}} -> {section: {"a": {"b": v}}}."""
+    out: dict[str, dict[str, Any]] = {}
+    for section, values in parsed.items():
+        node_root: dict[str, Any] = out.setdefault(section, {})
+        for key, value in values.items():
+            *parents, leaf = key.split(".")
+            if not leaf or not all(parents):
+                raise UserError(f"--set: {section}.{key} has an empty part; write section.key=value")
+            node = node_root
+            for p in parents:
+                node = node.setdefault(p, {})
+                if not isinstance(node, dict):
+                    raise UserError(f"--set: {section}.{key} conflicts with another value")
+            if isinstance(node.get(leaf), dict):
+                raise UserError(f"--set: {section}.{key} conflicts with another value")
+            node[leaf] = value
+    return out
+
+
+def with_overrides(regime: Regime, overrides: list[str]) -> Regime:
+    """`regime` with `overrides` ("a.b=value") applied, validated as a file would be."""
+    data = regime.model_dump()
+    for item in overrides:
+        _set_key(data, item)
+    try:
+        return Regime.model_validate(data)
+    except ValidationError as err:
+        raise UserError(format_validation_error(err, "regime ")) from None

@@ -146,6 +146,20 @@ def per_level_accuracy(pred: torch.Tensor, targets: torch.Tensor, levels: torch.
     return out
 
 
+TENSORBOARD = "tensorboard"  # RUN/tensorboard/: the event files, beside log.jsonl
+
+
+def tensorboard_writer(out_dir: Path):
+    """A `SummaryWriter` on RUN/tensorboard when tensorboard is installed, else None: every logged
+    step's scalars (loss, acc, lr, throughput, ...) go there as `train/<name>` too, where researchers
+    (and the official VAR code) look. It only writes; it changes no result."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(log_dir=str(out_dir / TENSORBOARD))
+
+
 class Trainer:
     """Train `model` for `order` on `dataset` until the budget is spent; write checkpoints to `out_dir`."""
 
@@ -334,6 +348,7 @@ class Trainer:
         cfg = self.cfg
         log_path = self.out_dir / "log.jsonl"
         t_last, img_last, done = time.perf_counter(), self.tracker.spent.images, 0
+        tb = None  # the TensorBoard writer, opened at the first logged step
 
         def clock() -> tuple[str | None, float, bool]:
             # rank 0's view, so every process takes the same lr and stops at the same step
@@ -365,6 +380,11 @@ class Trainer:
                 if main:
                     with log_path.open("a") as f:
                         f.write(json.dumps(m) + "\n")
+                    tb = tb or tensorboard_writer(self.out_dir)
+                    if tb is not None:
+                        for k, v in m.items():
+                            if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "step":
+                                tb.add_scalar(f"train/{k}", v, step)
                 if log:
                     log(m)
             if self.nonfinite["streak"] > cfg.nonfinite_streak or self.nonfinite["total"] > cfg.nonfinite_total:
@@ -380,6 +400,8 @@ class Trainer:
                 self.save()  # the last step is saved once, below, marked final
             if progress:
                 progress(self.tracker.fraction(), m)
+        if tb is not None:
+            tb.close()
         if reason is None and stop:
             reason = "interrupted"
         if self.saved_step != self.tracker.spent.steps:

@@ -28,8 +28,8 @@ from genorder.data import load_dataset
 from genorder.heldout import heldout_loss, plateau
 from genorder.runs import load_run
 from genorder.trainer import resolve_device
-from genorder_cli.cmd_train import train_run
-from genorder_cli.compare_jobs import POINTS, PointSaver
+from genorder.training_run import train_run
+from genorder.experiments.compare_jobs import POINTS, PointSaver
 
 HELDOUT_N = 500
 

@@ -57,7 +57,7 @@ def test_a_branch_needs_the_wsd_schedule(tmp_path):
 
 def test_compare_points_under_wsd_are_the_ends_of_runs_of_that_length(tmp_path):
     from genorder.checkpoint import load_checkpoint
-    from genorder_cli.compare_jobs import PointSaver
+    from genorder.experiments.compare_jobs import PointSaver
 
     wsd = {"schedule": "wsd", "cooldown": 0.5, "warmup": 0.0, "checkpoint_every": None}
     trunk = _tiny_trainer(tmp_path / "trunk", 10, **wsd)

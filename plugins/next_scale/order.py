@@ -32,9 +32,6 @@ class NextScale(Order):
 
     tokenizer_kind = "multi-scale"
     kv_cache_option = "kv_cache"
-    # `compare --tune-lr --lrs 8e-3,1.6e-2,3.2e-2 --tune-fraction 0.4` in the CPU regime (d2 width 64,
-    # 1000 steps, wsd), 2026-11-30: held-out loss 2.854 / 2.833 / 2.873 (docs/RESULTS.md §0.3)
-    cpu_lr = 1.6e-2
 
     def check_tokenizer(self, tokenizer) -> None:
         if len(tokenizer.scales) < 2:

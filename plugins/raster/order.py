@@ -42,10 +42,6 @@ class Raster(Order):
 
     config: Config
     kv_cache_option = "kv_cache"
-    # `compare --tune-lr --lrs 8e-3,1.6e-2,3.2e-2 --tune-fraction 0.4` in the CPU regime (d2 width 64,
-    # 1000 steps, wsd), 2026-11-30: held-out loss 1.387 / 1.372 / 1.401 (docs/RESULTS.md §0.3);
-    # MaskGIT is best at compare's default 8e-3
-    cpu_lr = 1.6e-2
     reference_baseline = True  # the VAR paper's AR baseline: `genorder bench` compares against it
 
     @property

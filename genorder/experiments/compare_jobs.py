@@ -1,4 +1,4 @@
-"""The jobs `genorder compare` hands to its worker processes (`genorder.parallel.run_jobs`).
+"""The jobs `genorder.experiments.compare` hands to an executor (`genorder.executors`).
 
 Each is a module-level function of plain arguments (paths, names, dicts), so it can run in a
 `spawn`ed worker, and each writes what it produces to disk before returning a small JSON-able
@@ -36,7 +36,7 @@ def tokenizer_job(spec: str | None, order_name: str, order_opts: dict, dataset: 
     from genorder.data import load_dataset
     from genorder.hashing import tensors_fingerprint
     from genorder.registry import registry
-    from genorder_cli.common import resolve_tokenizer
+    from genorder.training_run import _resolve_tokenizer as resolve_tokenizer
 
     order = registry("orders").create(order_name, order_opts)
     ds = load_dataset(dataset, "train", image_size=image_size)
@@ -101,6 +101,19 @@ class PointSaver:
         end = self.ends[0]
         return end if trainer.tracker.fraction() + 1e-9 >= self._at(trainer, end) else None
 
+    def _reload(self, count: int) -> None:
+        """The records of the first `count` points, read from their files (a resumed run)."""
+        from genorder.checkpoint import read_meta
+
+        files = sorted(self.dir.glob("step-*.json"))[:count]
+        if len(files) < count:
+            raise RuntimeError(f"{self.dir}: {count} evaluation points were taken before the resume, {len(files)} are on disk")
+        for f in files:
+            m = read_meta(f.with_suffix(""))
+            self.saved.append({"step": m["step"], "images": m["images"], "train_flops": m["train_flops"]})
+            self.timings.append({"step": m["step"], "train_seconds": m.get("train_seconds", 0.0)})
+            self.branch_seconds += m.get("branch_seconds", 0.0)
+
     def __call__(self, trainer, metrics: dict) -> None:
         from genorder.checkpoint import save_checkpoint
 
@@ -108,7 +121,11 @@ class PointSaver:
             self.started = True
             steps = trainer.tracker.spent.steps
             before = trainer.tracker.fraction() * (steps - 1) / steps if steps else 0.0
-            self.ends = [e for e in self.ends if self._at(trainer, e) + 1e-9 >= before]
+            kept = [e for e in self.ends if self._at(trainer, e) + 1e-9 >= before]
+            taken = len(self.ends) - len(kept)
+            self.ends = kept
+            if taken:  # a resumed run: the points taken before the interruption are on disk
+                self._reload(taken)
         end = self._due(trainer)
         while end is not None:
             self.ends.pop(0)
@@ -125,9 +142,12 @@ class PointSaver:
                 s, branch_s = trainer.tracker.spent.as_dict(), 0.0
             rec = {"step": s["steps"], "images": s["images"], "train_flops": s["flops"]}
             t1 = time.perf_counter()
-            save_checkpoint(self.dir / f"step-{s['steps']:07d}", state, {"component": "compare-point", **rec})
+            trunk_total = trunk_s + branch_s
+            save_checkpoint(self.dir / f"step-{s['steps']:07d}", state,
+                            {"component": "compare-point", **rec, "train_seconds": trunk_total,
+                             "branch_seconds": branch_s})  # fmt: skip
             self.saved.append(rec)
-            self.timings.append({"step": s["steps"], "train_seconds": trunk_s + branch_s})
+            self.timings.append({"step": s["steps"], "train_seconds": trunk_total})
             self.overhead += time.perf_counter() - t1
             end = self._due(trainer)
 
@@ -142,6 +162,50 @@ def _read(path: Path, key: str) -> dict | None:
     return rec if rec.get("key") == key else None
 
 
+OWN = "compare_job.json"  # RUN/compare_job.json: {"key": ...}, written once training has begun
+
+
+def _is_own(run_dir: Path) -> bool:
+    """Whether `run_dir` is a run this module started (its marker or its finished record is there)."""
+    return (run_dir / OWN).is_file() or (run_dir / "compare_run.json").is_file()
+
+
+def _prepare_run_dir(run_dir: Path, key: str) -> bool:
+    """Make `run_dir` ready for the run of `key`; True when it holds that run's checkpoint to resume.
+
+    An interrupted run of the same key continues from its last checkpoint; compare's own run of
+    another key (or one stopped before its first checkpoint) is removed; a folder compare did not
+    write is never deleted: it is refused."""
+    from genorder.errors import UserError
+    from genorder.runs import latest_checkpoint
+
+    if not run_dir.exists() or (run_dir.is_dir() and not any(run_dir.iterdir())):
+        return False
+    if not run_dir.is_dir() or not _is_own(run_dir):
+        raise UserError(f"{run_dir} exists and is not a run `compare` started; move it away or choose another --out")
+    own = _read(run_dir / OWN, key) or _read(run_dir / "compare_run.json", key)
+    if own is not None and (run_dir / "model.json").is_file() and latest_checkpoint(run_dir) is not None:
+        return True
+    shutil.rmtree(run_dir)
+    return False
+
+
+class _Marked:
+    """`on_step` hook: writes RUN/compare_job.json (the run's key) at the first step, then calls `hook`."""
+
+    def __init__(self, run_dir: Path, key: str, hook) -> None:
+        self.run_dir, self.key, self.hook, self.marked = run_dir, key, hook, False
+
+    def __call__(self, trainer, metrics: dict) -> None:
+        if not self.marked:
+            from genorder.runs import write_json
+
+            write_json(self.run_dir / OWN, {"key": self.key})
+            self.marked = True
+        if self.hook is not None:
+            self.hook(trainer, metrics)
+
+
 def train_job(job: dict) -> dict:
     """Train one order and seed (or reuse the finished run whose record has the same key).
 
@@ -154,7 +218,7 @@ def train_job(job: dict) -> dict:
     from genorder.checkpoint import read_meta
     from genorder.hashing import config_fingerprint
     from genorder.runs import write_json
-    from genorder_cli.cmd_train import train_run
+    from genorder.training_run import train_run
 
     run_dir = Path(job["run_dir"])
     key = config_fingerprint({**job["key_base"], "tokenizer": job["tokenizer"]["tensors"]})
@@ -162,8 +226,7 @@ def train_job(job: dict) -> dict:
     rec = _read(rec_path, key)
     if rec is not None and (run_dir / "model.json").is_file() and read_meta(run_dir / "model").get("final"):
         return {"result": rec["result"], "timings": rec["timings"], "reused": True, "key": key}
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
+    resume = _prepare_run_dir(run_dir, key)
     schedule = job.get("schedule", "lin0")
     hook = PointSaver(run_dir, job["points"], anneal=schedule == "wsd") if job["points"] else None
     summary = train_run(
@@ -171,9 +234,12 @@ def train_job(job: dict) -> dict:
         budget=job["budget"], sections=job["sections"],
         train_opts={"batch_size": job["batch_size"], "lr": job["lr"], "seed": job["seed"], "device": job["device"],
                     "schedule": schedule, "cooldown": job.get("cooldown", 0.2)},
-        sampler_opts=job["sampler_opts"], samples_per_class=job["per_class"], on_step=hook,
-        image_size=job["image_size"], quiet=True,
+        sampler_opts=job["sampler_opts"], samples_per_class=job["per_class"], on_step=_Marked(run_dir, key, hook),
+        image_size=job["image_size"], quiet=True, resume=resume,
     )  # fmt: skip
+    if hook is not None and not hook.started:  # resumed after its last step: every point is on disk
+        hook._reload(len(hook.ends))
+        hook.ends = []
     meta = read_meta(run_dir / "model")
     s = meta["spent"]
     result = {"order": job["name"], "seed": job["seed"], "lr": job["lr"], "params": meta["params"], "steps": s["steps"],
@@ -221,7 +287,7 @@ def score_job(job: dict, trained: dict, classifier_info: dict) -> dict:
     from genorder.classifier import load_or_train_classifier
     from genorder.quality import CheckpointProbe
     from genorder.runs import load_run, write_json
-    from genorder_cli.common import make_sampler
+    from genorder.training_run import make_sampler
 
     run_dir = Path(job["run_dir"])
     key = json.dumps({"train": trained["key"], "score": job["score_key"], "classifier": [classifier_info["dataset_hash"], classifier_info["test_accuracy"]]}, sort_keys=True)
