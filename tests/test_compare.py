@@ -54,12 +54,17 @@ def test_compare_twice_gives_the_same_json_and_writes_every_curve_point(tmp_path
     doc = json.loads((tmp_path / "a" / "comparison.json").read_text())
     assert [row["order"] for row in doc["rows"]] == ["maskgit", "next-scale", "raster"]  # the built-ins, by name
     assert doc["budget"] == {"steps": 4} and not doc["load_dependent_budget"]
-    from genorder.registry import registry
-    from genorder_cli.cmd_compare import CPU_LR
+    from genorder.regime import load_regime
 
-    for name in doc["orders"]:  # no --lr: the rate each order declares for the CPU regime, else the default
-        assert doc["lr"][name] == (registry("orders").create(name, {}).cpu_lr or CPU_LR)
-    assert len(set(doc["lr"].values())) == 2  # raster declares its own (a capability, not a name test)
+    cpu = load_regime("cpu")
+    for name in doc["orders"]:  # no --lr: the rate the CPU regime records for each order
+        assert doc["lr"][name] == cpu.lr_for(name)[0]
+    assert len(set(doc["lr"].values())) == 2
+    assert doc["regime"] == {**cpu.resolved(), "train": {**cpu.resolved()["train"], "steps": 4, "batch_size": 8},
+                             "backbone": {**cpu.resolved()["backbone"], "depth": 1},
+                             "evaluation": {**cpu.resolved()["evaluation"], "points": 2, "n": 8, "ref_n": 16, "fid_points": "all"},
+                             "tokenizer": {**cpu.resolved()["tokenizer"], "steps": 2}}  # the flags, resolved into it
+    assert list(doc)[-1] == "regime"
     for name, runs in doc["runs"].items():
         assert [run["seed"] for run in runs] == [0, 1]
         for run in runs:
@@ -88,7 +93,7 @@ def test_compare_twice_gives_the_same_json_and_writes_every_curve_point(tmp_path
     other.mkdir()
     os.chdir(other)
     r = invoke(*tiny(data, "b", "--fid-points", "all", "--workers", "2"))
-    assert "2 worker processes" in " ".join(r.output.split())
+    assert "2 local worker processes" in " ".join(r.output.split())
     assert r.exit_code == 0, r.output
     assert (other / "b" / "comparison.json").read_text() == (tmp_path / "a" / "comparison.json").read_text()
     # and a third call in the same folder reuses every finished run
@@ -162,3 +167,137 @@ def test_fid_at_the_last_point_only(tmp_path):
     assert ["fid" in p for p in pts] == [False, True] and all("class_acc" in p for p in pts)
     assert doc["rows"][0]["fid"] == pts[-1]["fid"] and doc["evaluation"]["fid_points"] == "last"
     assert invoke(*tiny(data, "g", "--fid-points", "some")).exit_code == 2
+
+
+def _golden_cpu() -> str:
+    return (Path(__file__).parent / "data" / "compare_golden.cpu").read_text().strip()
+
+
+def _cpu_model() -> str:
+    import platform
+    import subprocess
+
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+    except OSError:
+        return platform.processor()
+    return next((ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("Model name")), "")
+
+
+def test_comparison_json_is_the_one_the_code_before_the_library_wrote(tmp_path):
+    """Issue 21's goal at a tiny size: tests/data/compare_golden.json was written by `genorder compare`
+    before compare became library code (tests/data/compare_golden.py, on the CPU model in
+    compare_golden.cpu). The new code's comparison.json, its "regime" key removed, is the same file
+    byte for byte on that CPU model; elsewhere (round-off differs across CPU models) the same keys,
+    strings and integers, and floats to 1e-4."""
+    import importlib.util
+
+    from genorder.runs import write_json
+
+    spec = importlib.util.spec_from_file_location("compare_golden", Path(__file__).parent / "data" / "compare_golden.py")
+    golden_mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(golden_mod)
+    golden_mod.write_npz(tmp_path / "shapes.npz")
+    r = invoke(*golden_mod.ARGS)
+    assert r.exit_code == 0, r.output
+    doc = json.loads((tmp_path / "out" / "comparison.json").read_text())
+    assert list(doc)[-1] == "regime" and doc.pop("regime")["name"] == "cpu"
+    write_json(tmp_path / "stripped.json", doc)
+    golden = (Path(__file__).parent / "data" / "compare_golden.json").read_bytes()
+    if _cpu_model() == _golden_cpu():
+        assert (tmp_path / "stripped.json").read_bytes() == golden
+    else:
+        def close(a, b):
+            if isinstance(a, dict):
+                return isinstance(b, dict) and list(a) == list(b) and all(close(a[k], b[k]) for k in a)
+            if isinstance(a, list):
+                return isinstance(b, list) and len(a) == len(b) and all(close(x, y) for x, y in zip(a, b))
+            if isinstance(a, float) and isinstance(b, float):
+                return a == pytest.approx(b, rel=1e-4, abs=1e-6)
+            return a == b
+
+        assert close(doc, json.loads(golden))
+
+
+def test_interrupted_compare_resumes_each_run_and_ends_as_an_uninterrupted_one(tmp_path, monkeypatch):
+    """issue 24 item 3: Ctrl-C mid-training checkpoints the run; the same command run again continues
+    it from that checkpoint (it does not retrain from step 1) and comparison.json equals the one of
+    a run that was never interrupted."""
+    import signal
+
+    from genorder.experiments import compare_jobs as cj
+
+    data = shapes_npz(tmp_path / "shapes.npz")
+    args = tiny(data, "whole", "--orders", "raster", "--seeds", "0", "--no-fid", "--steps", "12", "--set", "train.checkpoint_every=3")
+    r = invoke(*args)
+    assert r.exit_code == 0, r.output
+    whole = json.loads((tmp_path / "whole" / "comparison.json").read_text())
+
+    first_steps: list[int] = []
+    real = cj.PointSaver.__call__
+
+    def interrupting(self, trainer, metrics):
+        first_steps.append(trainer.tracker.spent.steps)
+        real(self, trainer, metrics)
+        if trainer.tracker.spent.steps == 7:  # after the first point (step 6), between two checkpoints
+            os.kill(os.getpid(), signal.SIGINT)  # what Ctrl-C sends
+
+    monkeypatch.setattr(cj.PointSaver, "__call__", interrupting)
+    args[args.index("whole")] = "cut"
+    r = invoke(*args)
+    assert r.exit_code == 130 and "rerun the same command to resume" in " ".join(r.output.split()), r.output
+    run = tmp_path / "cut" / "raster" / "seed0"
+    assert (run / "checkpoints").is_dir() and not (run / "compare_run.json").exists()
+    first_steps.clear()
+    r = invoke(*args)
+    assert r.exit_code == 0, r.output
+    assert first_steps[0] > 1  # continued from a checkpoint, not retrained from step 1
+    cut = json.loads((tmp_path / "cut" / "comparison.json").read_text())
+    assert cut == whole
+
+
+def test_compare_refuses_to_delete_a_folder_it_did_not_write(tmp_path):
+    data = shapes_npz(tmp_path / "shapes.npz")
+    mine = tmp_path / "o" / "raster" / "seed0"
+    mine.mkdir(parents=True)
+    (mine / "notes.txt").write_text("mine")
+    r = invoke(*tiny(data, "o", "--orders", "raster", "--seeds", "0", "--no-fid"))
+    assert r.exit_code == 2 and "not a run `compare` started" in " ".join(r.output.split()), r.output
+    assert (mine / "notes.txt").read_text() == "mine"
+
+
+def test_an_order_the_regime_has_no_rate_for_gets_its_default_and_a_notice(tmp_path, monkeypatch):
+    """A third-party order: the regime's lr.default, and one line that says so and suggests --tune-lr."""
+    from genorder.experiments import CompareConfig, run_compare
+    from genorder.executors import LocalExecutor
+    from genorder.registry import Entry, registry
+    from genorder_plugins.raster import Raster
+
+    class ThirdParty(Raster):
+        """A raster order under another name, as a plugin would register it."""
+
+    monkeypatch.setitem(registry("orders").entries, "third-party", Entry("third-party", ThirdParty, "tests"))
+    data = shapes_npz(tmp_path / "shapes.npz")
+    cfg = CompareConfig.build(orders=["third-party"], dataset=data, tokenizer=["vq-tiny"], tokenizer_steps=2, depth=1,
+                              steps=2, batch_size=8, points=1, n=8, seeds=[0], no_fid=True, per_class=1,
+                              fid_cache=tmp_path / "fid", out=tmp_path / "tp")  # fmt: skip
+    lines: list[str] = []
+    result = run_compare(cfg, LocalExecutor(1), progress=lambda e: lines.append(e.text) if e.kind == "message" else None)
+    notes = [ln for ln in lines if ln.startswith("note:")]
+    assert len(notes) == 1 and "third-party" in notes[0] and "--tune-lr" in notes[0] and "0.008" in notes[0]
+    assert result.lr == {"third-party": 8e-3} and result.rows[0]["lr"] == 8e-3
+
+
+def test_set_routes_regime_keys_to_the_regime_and_the_rest_to_the_components():
+    from genorder.experiments import CompareConfig
+    from genorder.errors import UserError
+
+    cfg = CompareConfig.build("cpu", ["lr.orders.maskgit=1e-2", "train.steps=7", "backbone.width=48", "train.warmup=0.1",
+                                      "evaluation.n=10", "backbone.depth=3"], orders=["maskgit"])  # fmt: skip
+    assert cfg.regime.lr_for("maskgit") == (1e-2, "regime") and cfg.budget == {"steps": 7} and cfg.n == 10 and cfg.depth == 3
+    assert cfg.sections == {"backbone": {"width": 48}, "train": {"warmup": 0.1}}
+    assert CompareConfig.build("cpu", orders=["maskgit"], depth=3).sections == {"backbone": {"width": 96}}  # 32 x depth
+    assert CompareConfig.build("cpu", ["train.steps=7"], orders=["maskgit"], steps=9).budget == {"steps": 9}  # flags win
+    for bad in (["train.steps=0"], ["evaluation.fid_points=some"], ["nosuch.key=1"]):
+        with pytest.raises(UserError):
+            CompareConfig.build("cpu", bad, orders=["maskgit"])
