@@ -1,0 +1,49 @@
+"""`genorder train` takes its defaults from the regime (depth, width, batch, budget, schedule, the
+order's peak lr), so a user's `train` on a CPU learns; what a flag or --set gives is left alone, and
+an order the regime has no rate for is told which rate it got."""
+
+from __future__ import annotations
+
+from helpers import one_thread
+from test_compare import shapes_npz
+from typer.testing import CliRunner
+
+from genorder.regime import load_regime, regime_path
+from genorder.training_run import regime_defaults
+from genorder_cli.main import app
+
+
+def test_defaults_come_from_the_regime_and_flags_win():
+    cpu = load_regime("cpu")
+    d = regime_defaults("raster", None, "cpu", {})
+    assert (d.depth, d.steps, d.backbone_opts) == (cpu.backbone.depth, cpu.train.steps, {"width": 32 * cpu.backbone.depth})
+    assert d.train_opts == {"batch_size": cpu.train.batch_size, "schedule": "wsd", "cooldown": cpu.train.cooldown,
+                            "lr": cpu.lr.orders["raster"]} and d.notice is None  # fmt: skip
+    gpu = regime_defaults("raster", None, "cuda", {})  # by device
+    assert gpu.depth == 16 and gpu.backbone_opts == {} and gpu.train_opts["lr"] == load_regime("gpu").lr.default
+    given = regime_defaults("raster", "cpu", "cpu", {"backbone": {"width": 80}, "train": {"lr": 1e-3, "schedule": "lin0"}},
+                            depth=3, batch_size=16)  # fmt: skip
+    assert given.depth == 3 and given.backbone_opts == {} and given.train_opts == {"cooldown": cpu.train.cooldown}
+    assert regime_defaults("raster", "cpu", "cpu", {}, lr=1e-3).train_opts.get("lr") is None
+
+
+def test_an_order_without_a_rate_gets_the_default_with_a_notice(tmp_path):
+    f = tmp_path / "r.toml"
+    f.write_text(regime_path("cpu").read_text().replace('"raster" = 1.6e-2', ""))  # a regime without raster's rate
+    d = regime_defaults("raster", f, "cpu", {})
+    assert d.train_opts["lr"] == 8e-3 and "--tune-lr" in d.notice and "raster" in d.notice
+
+
+def test_train_cli_records_the_regime_defaults(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    data = shapes_npz(tmp_path / "shapes.npz")
+    with one_thread():
+        r = CliRunner().invoke(app, ["train", "--order", "raster", "--dataset", data, "--tokenizer", "vq-tiny",
+                                     "--tokenizer-steps", "2", "--steps", "3", "--batch-size", "8", "--out", "run",
+                                     "--cfg", "0"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    from genorder.checkpoint import read_meta
+
+    ident = read_meta(tmp_path / "run" / "model")["identity"]
+    assert ident["backbone"]["depth"] == 2 and ident["backbone"]["width"] == 64
+    assert ident["train"]["lr"] == 1.6e-2 and ident["train"]["schedule"] == "wsd" and ident["train"]["batch_size"] == 8
