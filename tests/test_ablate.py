@@ -263,17 +263,19 @@ def test_every_preset_defaults_to_three_seeds_and_a_deterministic_budget():
     # the ablation runs in the regime of `genorder compare` on a CPU: same tokenizers, trained the
     # same way, same depth, budget, batch and learning rate
     from genorder.registry import registry
-    from genorder_cli.cmd_compare import CPU, CPU_LR
+    from genorder.regime import load_regime
+
+    cpu = load_regime("cpu")  # compare's CPU regime (genorder/regimes/cpu.toml)
+    CPU = {"steps": cpu.train.steps, "batch_size": cpu.train.batch_size, "depth": cpu.backbone.depth,
+           "tokenizer_steps": cpu.tokenizer.steps, "tokenizer_batch": cpu.tokenizer.batch_size,
+           "tokenizer_lr": cpu.tokenizer.lr, "width_per_depth": cpu.backbone.width_per_depth, "cooldown": cpu.train.cooldown}
+    CPU_LR = cpu.lr.default
 
     assert A.budget_steps_images(reg) == (CPU["steps"], CPU["steps"] * CPU["batch_size"])
     assert (reg.depth, reg.train["batch_size"], reg.train["lr"]) == (CPU["depth"], CPU["batch_size"], CPU_LR)
     assert (reg.tokenizer_steps, reg.tokenizer_batch, reg.tokenizer_lr) == (CPU["tokenizer_steps"], CPU["tokenizer_batch"], CPU["tokenizer_lr"])
-    import inspect
-
-    from genorder_cli.cmd_compare import compare
-
     assert reg.width_per_depth == CPU["width_per_depth"] and reg.train["cooldown"] == CPU["cooldown"]
-    assert reg.train["schedule"] == inspect.signature(compare).parameters["schedule"].default == "wsd"
+    assert reg.train["schedule"] == cpu.train.schedule == "wsd"
     assert A.train_options(A.row_by_id(7), reg, 0)["backbone_opts"]["width"] == 96  # deeper and wider
     # fmnist-plateau is the same regime trained longer, nothing else
     plat = A.get_preset("fmnist-plateau")
