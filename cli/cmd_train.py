@@ -10,10 +10,10 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated, Optional
 
-import torch
 import typer
 from rich.table import Table
 
+from genorder.data import class_balanced_labels
 from genorder.distributed import leave, world
 from genorder.errors import UserError
 from genorder.images import save_grid

@@ -13,8 +13,10 @@ numbers wherever it runs, so an experiment's results do not depend on the execut
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from genorder.parallel import Job, run_jobs
 
@@ -184,10 +186,8 @@ class SubmititExecutor:
             return self.executor.submit(_call, self.threads, job.fn, args, kwargs)
 
         def cancel(handle) -> None:
-            try:
+            with contextlib.suppress(Exception):  # best effort on the way out
                 handle.cancel(check=False)
-            except Exception:  # noqa: BLE001 - best effort on the way out
-                pass
 
         return _schedule(jobs, list(range(self.workers)), submit, lambda h: h.done(), lambda h: h.result(), on_event,
                          on_result, cancel)  # fmt: skip

@@ -15,11 +15,11 @@ Results of a sweep belong here, not on a component: an order the regime has no r
 
 from __future__ import annotations
 
-import tomllib
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
+import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from genorder.config import format_validation_error

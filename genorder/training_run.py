@@ -47,7 +47,7 @@ from genorder.runs import (
     write_json,
 )
 from genorder.sampler import Sampler
-from genorder.trainer import Trainer, TrainConfig, resolve_device
+from genorder.trainer import TrainConfig, Trainer, resolve_device
 
 OnMessage = Callable[[str], None]
 OnProgress = Callable[[str, float, float, str], None]  # (stage, done, total, info)

@@ -6,11 +6,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from genorder_cli.main import app
 from helpers import one_thread
 from test_compare import shapes_npz
 from typer.testing import CliRunner
-
-from genorder_cli.main import app
 
 pytest.importorskip("tensorboard")
 

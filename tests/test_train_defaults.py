@@ -4,13 +4,13 @@ an order the regime has no rate for is told which rate it got."""
 
 from __future__ import annotations
 
+from genorder_cli.main import app
 from helpers import one_thread
 from test_compare import shapes_npz
 from typer.testing import CliRunner
 
 from genorder.regime import load_regime, regime_path
 from genorder.training_run import regime_defaults
-from genorder_cli.main import app
 
 
 def test_defaults_come_from_the_regime_and_flags_win():

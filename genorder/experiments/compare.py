@@ -35,15 +35,22 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict
 
 from genorder.errors import UserError
-from genorder.regime import Regime, default_regime_name, load_regime, split_overrides, with_overrides
+from genorder.regime import (
+    Regime,
+    default_regime_name,
+    load_regime,
+    split_overrides,
+    with_overrides,
+)
 
 COMPONENT_SECTIONS = ("order", "backbone", "train", "sampler", "tokenizer")
 
@@ -626,13 +633,13 @@ def _curves_png(names, results, timings, floor, path: Path, depth: int, dataset:
             series[nm] = pts
         return series
 
-    acc = lambda p: 100 * p["class_acc"]["acc"]  # noqa: E731
+    acc = lambda p: 100 * p["class_acc"]["acc"]
     panels = [
         {"title": "class accuracy vs training compute", "xlabel": "training TFLOP", "ylabel": "class acc %", "series": bands(acc, "train_flops", False)},
         {"title": "class accuracy vs wall-clock (load-dependent)", "xlabel": "training seconds", "ylabel": "class acc %", "series": bands(acc, "", True)},
     ]  # fmt: skip
     if "fid" in results[names[0]][0]["points"][-1]:
-        fid = lambda p: p.get("fid")  # noqa: E731
+        fid = lambda p: p.get("fid")
         hline = (floor["fid_floor"], f"real vs real at n={n}") if floor else None
         panels += [
             {"title": "FID vs training compute", "xlabel": "training TFLOP", "ylabel": "FID", "series": bands(fid, "train_flops", False), "hline": hline},
