@@ -8,9 +8,9 @@ user can delete under a live process (`rm run/.lock`) lets a second writer in. I
 open file description: it is released when the holder exits in any way (kill -9 included), and two
 opens in one process exclude each other too.
 
-`<run>/.lock` only records the holder's PID for the error message (written after the lock is
-taken; a `.lock` that holds anything but a PID is never overwritten). Deleting it loses nothing: the
-next holder writes it again, and a waiting second writer is told "PID not recorded".
+A second writer is told the holder's PID, from /proc/locks (Linux) or else from `<run>/.lock`, which
+only records it (written after the lock is taken; a `.lock` that holds anything but a PID is never
+overwritten). Deleting `.lock` loses nothing: the lock stays, and the next holder writes it again.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ class RunLock:
             os.close(fd)
             if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 raise UserError(f"cannot lock {self.run_dir}: {err.strerror}") from None
-            holder = read_pid(self.path)
+            holder = flock_holder(self.run_dir) or read_pid(self.path)
             alive = holder is not None and pid_alive(holder)
             who = f"PID {holder}" if alive else "another process (PID not recorded)"
             raise UserError(
@@ -96,6 +96,28 @@ def read_pid(path: str | Path) -> int | None:
         return int(raw) if raw.isdigit() else None
     except (OSError, ValueError, UnicodeDecodeError):
         return None
+
+
+def flock_holder(path: str | Path) -> int | None:
+    """The PID holding a flock on `path` per /proc/locks (Linux), None when unknown or elsewhere."""
+    try:
+        st = os.stat(path)
+        with open("/proc/locks") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    want = (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino)
+    for line in lines:
+        parts = line.split()
+        if "->" in parts or len(parts) < 6 or parts[1] != "FLOCK":
+            continue  # "->" marks a waiter, not the holder
+        try:
+            major, minor, ino = parts[5].split(":")
+            if (int(major, 16), int(minor, 16), int(ino)) == want:
+                return int(parts[4])
+        except ValueError:
+            continue
+    return None
 
 
 def _pid_file_or_absent(path: Path) -> bool:
