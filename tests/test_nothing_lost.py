@@ -431,3 +431,16 @@ def test_run_lock_is_the_directory_s_own(tmp_path):
     (other / ".lock").write_text("not a pid")
     with RunLock(other) as lock:
         assert lock.held and (other / ".lock").read_text() == "not a pid"
+
+
+def test_import_into_a_folder_genorder_did_not_write_is_refused_untouched(tmp_path):
+    """`import --out`: refused before the importer's weights are even looked at."""
+    from genorder.errors import UserError
+    from genorder.importers import write_run
+
+    t = tmp_path / "t"
+    t.mkdir()
+    (t / "tokenizer.safetensors").write_bytes(b"precious")
+    with pytest.raises(UserError, match="--out .* is not empty and was not written by genorder"):
+        write_run(None, t, "var")
+    assert sorted(os.listdir(t)) == ["tokenizer.safetensors"] and (t / "tokenizer.safetensors").read_bytes() == b"precious"
