@@ -137,7 +137,6 @@ def write_run(imported: ImportedRun, out: str | Path, importer_name: str, **extr
     and summary.json (no optimizer state: it cannot be resumed, only sampled, evaluated, benched and
     edited). Refuses a directory that already holds a run."""
     from genorder.model import count_params
-
     from genorder.outdir import RUN, check_out, mark
 
     out = Path(out)

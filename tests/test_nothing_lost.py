@@ -131,7 +131,7 @@ def assert_same_as_reference(root: Path, run: Path) -> None:
     assert sorted(b) == list(range(1, 7)) and a == b
     wa, wb = load_file(ref / "model.safetensors"), load_file(run / "model.safetensors")
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
-    d, manifest = latest_checkpoint(run)
+    _, manifest = latest_checkpoint(run)
     assert manifest["step"] == 6 and [s for s, _ in committed_checkpoints(run)] == [6]
     for name in ("model.safetensors", "model.json"):
         assert file_sha256(run / name) == manifest["files"][name], name
@@ -229,7 +229,7 @@ def test_kill9_in_the_publish_sequence_then_resume_is_the_uninterrupted_run(lab,
     assert r.rc == -signal.SIGKILL, r
     assert [s for s, _ in committed_checkpoints(run)] == committed
     if committed:  # the set alone carries everything a resume needs
-        d, manifest = latest_checkpoint(run)
+        d, _ = latest_checkpoint(run)
         meta = json.loads((d / "model.json").read_text())
         assert meta["identity"]["tokenizer"]["hash"].startswith("sha256:") and meta["spent"]["steps"] == committed[-1]
         r = srv.run(*RUN6, "--out", name)  # a fresh start over a committed set is refused, not a deletion
@@ -362,7 +362,7 @@ def _tokenizer_run(tmp_path, name, steps, poisoned, monkeypatch, **train):
 def test_a_non_finite_tokenizer_step_is_skipped_without_an_update(tmp_path, monkeypatch):
     from genorder.trainer import TrainingDiverged
 
-    tok, weights, metrics = _tokenizer_run(tmp_path, "a", 6, {3}, monkeypatch)
+    _, weights, metrics = _tokenizer_run(tmp_path, "a", 6, {3}, monkeypatch)
     assert isinstance(metrics, dict) and metrics["steps"] == 6, metrics
     recs = [json.loads(line) for line in (tmp_path / "a" / "log.jsonl").read_text().splitlines()]
     assert [bool(r.get("skipped")) for r in recs] == [False, False, True, False, False, False]
@@ -394,7 +394,7 @@ def test_disk_full_during_a_checkpoint_is_an_error_and_keeps_the_previous_one(la
     assert r.rc == 2, r
     assert "error:" in r.err and "No space left on device" in r.text and "Traceback" not in r.err, r
     assert "the checkpoint of step 4 was not saved" in r.text and "step-000000002, is intact" in r.text, r
-    d, manifest = latest_checkpoint(run)  # verified file by file
+    _, manifest = latest_checkpoint(run)  # verified file by file
     assert manifest["step"] == 2 and [s for s, _ in committed_checkpoints(run)] == [2]
     assert file_sha256(run / "model.safetensors") == manifest["files"]["model.safetensors"]
     assert temporaries(run) == []
