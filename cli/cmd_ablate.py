@@ -54,7 +54,7 @@ from genorder.checkpoint import atomic_write, read_meta, save_npz
 from genorder.data import SHAPE_CLASSES, class_balanced_labels, render_shapes
 from genorder.errors import UserError
 from genorder.images import save_grid, to_uint8
-from genorder.runs import load_run, write_json
+from genorder.runs import discard_checkpoints, load_run, run_started, write_json
 from genorder.trainer import resolve_device
 from genorder_cli.app import app, console, guarded
 from genorder_cli.cmd_eval import check_extractor, record, score_images
@@ -293,6 +293,7 @@ def _train_row(row: Row, p: Preset, seed: int, sdir: Path, ds_spec: str, tok_ste
         console.print(f"row {row.id} seed {seed}: {rdir} has no weights and rows left to sample; retraining")
         for name in ("model.json", "optim.json"):
             (rdir / name).unlink(missing_ok=True)
+        discard_checkpoints(rdir)  # retrained from scratch: its old sets would make train_run refuse
     opts = train_options(row, p, seed, device)
     # train_run builds the model before anything seeds the global RNG: seed it here so a row's
     # initialisation depends on its seed only, not on which rows ran before it in this process
@@ -303,7 +304,7 @@ def _train_row(row: Row, p: Preset, seed: int, sdir: Path, ds_spec: str, tok_ste
         opts["order_name"], rdir, dataset_spec=ds_spec, tokenizer_spec=str(tok_stems[row.tokens]), depth=opts["depth"],
         budget=opts["budget"], backbone_opts=opts["backbone_opts"], train_opts=opts["train_opts"],
         order_opts=opts["order_opts"], sampler_opts=sampler_options(row, vocab[row.tokens]),
-        resume=(rdir / "model.json").exists(), samples_per_class=p.samples_per_class,
+        resume=run_started(rdir), samples_per_class=p.samples_per_class,
         on_step=PointSaver(rdir, anneal=True, ends=[1 - PLATEAU_TAIL, 1.0]) if wsd else None,
     )  # fmt: skip
     _annealed_plateau(rdir, p, ds_spec, device)

@@ -21,7 +21,7 @@ from genorder.hashing import dataset_fingerprint, short, tensors_fingerprint
 from genorder.model import BackboneConfig, build_model, count_params
 from genorder.parallel import Job, run_jobs
 from genorder.registry import registry
-from genorder.runs import load_run, write_json
+from genorder.runs import load_run, run_started, write_json
 from genorder.scaling import (
     Plan,
     ScaleConfig,
@@ -72,7 +72,7 @@ def scale_point(p: Plan, key: str, rdir: Path, cfg: ScaleConfig, dataset: str, t
             p.order, rdir, dataset_spec=dataset, tokenizer_spec=tokenizer_stem, depth=p.depth,
             budget={"steps": p.steps}, backbone_opts={"width": bb["width"], "heads": bb["heads"]},
             train_opts={"batch_size": cfg.batch_size, "lr": cfg.lr, "seed": cfg.seed, "device": device},
-            resume=(rdir / "model.json").exists(), samples_per_class=4, quiet=quiet,
+            resume=run_started(rdir), samples_per_class=4, quiet=quiet,
         )  # fmt: skip
     run = load_run(rdir, dev)
     meta = read_meta(rdir / "model")

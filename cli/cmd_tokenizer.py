@@ -73,7 +73,11 @@ def train_tokenizer_run(
     that chose a tokenizer for its size, e.g. `ablate`) the dataset is converted to the tokenizer.
     Used by `train-tokenizer`, `train` (when it needs a tokenizer first) and `ablate`."""
     from genorder.tokenizer import TrainableTokenizer
-    from genorder.tokenizer_training import configure_for_dataset, train_tokenizer
+    from genorder.tokenizer_training import (
+        check_tokenizer_out,
+        configure_for_dataset,
+        train_tokenizer,
+    )
 
     sections = sections or {}
     tok_opts = {k: v for k, v in sections.get("tokenizer", {}).items() if k != "name"}
@@ -114,8 +118,7 @@ def train_tokenizer_run(
         except UserError:
             eval_ds = None  # no test split: evaluate on training images (metrics.json says so)
     out = Path(out) if out is not None else Path("runs") / f"tokenizer-{preset}"
-    if not overwrite and (out / "tokenizer.json").exists():
-        raise UserError(f"{out} already holds a tokenizer; pass --overwrite or choose another --out")
+    check_tokenizer_out(out, overwrite)  # a folder not ours is refused, nothing written
 
     if not quiet:
         n_params = sum(p.numel() for p in tok.parameters())

@@ -17,6 +17,7 @@ one, never a mix::
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import platform
@@ -51,13 +52,31 @@ def _file_mode() -> int:
     return 0o666 & ~mask
 
 
+# a write that fails for want of room (or a read-only disk): the user's to fix, not a crash
+DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
+
+
+class WriteFailed(UserError):
+    """A file could not be written (disk full, quota, read-only): the previous version is kept."""
+
+
+def _write_failed(target: Path, reason: str) -> WriteFailed:
+    return WriteFailed(f"cannot write {target}: {reason}; nothing was replaced")
+
+
 def atomic_write(target: Path, write: Callable[[Path], None]) -> None:
     """Run `write(tmp)` on a temp file next to `target`, fsync it, then os.replace onto `target`.
 
     Readers see the old file or the new one, never a partial one; the temp file never outlives a
-    failure."""
+    failure. A disk-full (or quota, file-size, read-only) OSError becomes `WriteFailed` (a
+    UserError: `error:` and exit 2 in the CLI)."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    except OSError as err:
+        if err.errno in DISK_ERRNOS:
+            raise _write_failed(target, err.strerror or str(err)) from None
+        raise
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -66,9 +85,25 @@ def atomic_write(target: Path, write: Callable[[Path], None]) -> None:
             os.fsync(f.fileno())
         os.chmod(tmp, _file_mode())
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as err:
         tmp.unlink(missing_ok=True)
+        if isinstance(err, OSError) and err.errno in DISK_ERRNOS:
+            raise _write_failed(target, err.strerror or str(err)) from None
         raise
+
+
+def _save_safetensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """safetensors' save_file, its I/O errors (a SafetensorError, not an OSError) as WriteFailed."""
+    from safetensors import SafetensorError
+    from safetensors.torch import save_file
+
+    try:
+        save_file(tensors, str(path), metadata={"format": "pt"})
+    except SafetensorError as err:
+        text = str(err)
+        if "I/O error" not in text and "os error" not in text:
+            raise
+        raise _write_failed(path, text.split(": ", 1)[-1]) from None
 
 
 def _storage_key(t: torch.Tensor) -> tuple[str, int]:
@@ -120,14 +155,12 @@ def save_checkpoint(path: str | Path, state: dict[str, torch.Tensor], meta: dict
     """Write `<stem>.safetensors` and `<stem>.json` atomically; returns the `.safetensors` path.
 
     `meta` is stored with `format`, `versions` and `saved_at` added (overriding same-named keys)."""
-    from safetensors.torch import save_file
-
     tensor_path, meta_path = checkpoint_paths(path)
     tensors = prepare_state(state)
     saved_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     full_meta = {**meta, "format": FORMAT, "versions": _versions(), "saved_at": saved_at}
     text = json.dumps(full_meta, indent=2, sort_keys=True, default=_json_default) + "\n"
-    atomic_write(tensor_path, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
+    atomic_write(tensor_path, lambda tmp: _save_safetensors(tensors, tmp))
     atomic_write(meta_path, lambda tmp: tmp.write_text(text))
     return tensor_path
 
@@ -210,7 +243,12 @@ def commit_set(
 
     parent = Path(parent)
     parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=parent, prefix=f"{TMP_PREFIX}{name}-"))
+    try:
+        tmp = Path(tempfile.mkdtemp(dir=parent, prefix=f"{TMP_PREFIX}{name}-"))
+    except OSError as err:
+        if err.errno in DISK_ERRNOS:
+            raise _write_failed(parent / name, err.strerror or str(err)) from None
+        raise
     try:
         for stem, (state, meta) in parts.items():
             save_checkpoint(tmp / stem, state, meta)

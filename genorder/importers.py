@@ -137,11 +137,13 @@ def write_run(imported: ImportedRun, out: str | Path, importer_name: str, **extr
     and summary.json (no optimizer state: it cannot be resumed, only sampled, evaluated, benched and
     edited). Refuses a directory that already holds a run."""
     from genorder.model import count_params
+    from genorder.outdir import RUN, check_out, mark
 
     out = Path(out)
     if (out / "model.json").exists():
         raise UserError(f"{out} already holds a run; choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
+    check_out(out, RUN)  # a folder genorder did not write (or a tokenizer's) is refused, untouched
+    mark(out, RUN)
     save_tokenizer(imported.tokenizer, imported.tokenizer_name, out / "tokenizer")
     layout = imported.order.layout(imported.tokenizer)
     meta = run_meta(

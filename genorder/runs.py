@@ -11,9 +11,16 @@
       log.jsonl                        training metrics every `log_every` steps
       samples.png                      class-conditional grid, one row per class
       summary.json                     what the budget bought (images, tokens, steps, seconds, FLOPs)
-      .lock                            the writer's lock (`genorder.lock.RunLock`), holding its PID
+      .lock                            the PID of the writer holding the lock (`genorder.lock.RunLock`
+                                       locks the directory itself; deleting this file changes nothing)
+      .genorder.json                   the marker that genorder made this folder (`genorder.outdir`),
+                                       written before anything else
 
-`load_run(path)` is the one entry point for readers; `--resume` reads `checkpoints/` only.
+`load_run(path)` is the one entry point for readers; `--resume` reads `checkpoints/` only. A run
+has started once it has a committed set or `model.json` (`run_started`): a writer killed after
+committing a set but before publishing its `model.*` (even the first one) is resumed from the set,
+which carries the run's identity in its `model.json`, and the resume publishes it
+(`sync_published`). A fresh start never deletes a committed set (`reset_run`).
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from typing import Any
 import torch
 
 from genorder.checkpoint import (
+    WriteFailed,
     atomic_write,
     clean_stale,
     commit_set,
@@ -245,13 +253,33 @@ CHECKPOINTS = "checkpoints"
 _SET_NAME = re.compile(r"^step-(\d+)$")
 
 
+def half_made(set_dir: str | Path) -> bool:
+    """A `step-N` folder with no manifest and no checkpoint file in it (nothing but temporaries):
+    never a committed set (`commit_set` renames a folder into place only after its manifest), so it
+    is ignored by readers and removed by the next writer (`clean_run`); it never blocks a resume."""
+    d = Path(set_dir)
+    try:
+        names = [e.name for e in d.iterdir()]
+    except OSError:
+        return False
+    return all(n.startswith(".") and n.endswith(".tmp") for n in names)
+
+
 def committed_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
-    """(step, directory) of every committed checkpoint set of a run, oldest first."""
+    """(step, directory) of every committed checkpoint set of a run, oldest first (`half_made`
+    folders left out)."""
     root = Path(run_dir) / CHECKPOINTS
     if not root.is_dir():
         return []
-    found = [(int(m.group(1)), d) for d in root.iterdir() if d.is_dir() and (m := _SET_NAME.match(d.name))]
+    found = [(int(m.group(1)), d) for d in root.iterdir()
+             if d.is_dir() and (m := _SET_NAME.match(d.name)) and not half_made(d)]  # fmt: skip
     return sorted(found)
+
+
+def run_started(run_dir: str | Path) -> bool:
+    """The run has something to resume or protect: a `model.json` or a committed checkpoint set
+    (a writer killed while publishing its first set leaves the set and no `model.json`)."""
+    return (Path(run_dir) / "model.json").is_file() or bool(committed_checkpoints(run_dir))
 
 
 def latest_checkpoint(run_dir: str | Path) -> tuple[Path, dict[str, Any]] | None:
@@ -274,12 +302,22 @@ def commit_run_checkpoint(
     `model.*` copies that readers (`load_run`, `read_meta(run/"model")`) use."""
     run_dir = Path(run_dir)
     root = run_dir / CHECKPOINTS
-    d = commit_set(root, f"step-{step:09d}", parts, {"step": step})
+    try:
+        d = commit_set(root, f"step-{step:09d}", parts, {"step": step})
+    except WriteFailed as err:
+        prev = committed_checkpoints(run_dir)
+        kept = f"the last checkpoint, {prev[-1][1].name}, is intact" if prev else "no checkpoint had been written yet"
+        raise WriteFailed(f"the checkpoint of step {step} was not saved ({err}); {kept}. Free some space, "
+                          "then continue with --resume") from None  # fmt: skip
     for _, older in committed_checkpoints(run_dir):
         if older != d:
             discard(older)
     if "model" in parts:
-        publish_model(run_dir, d)
+        try:
+            publish_model(run_dir, d)
+        except WriteFailed as err:
+            raise WriteFailed(f"the checkpoint of step {step} is saved in {d}, but its copy to the run's "
+                              f"top level failed ({err}). Free some space; --resume publishes it") from None  # fmt: skip
     return d
 
 
@@ -288,11 +326,65 @@ def publish_model(run_dir: str | Path, set_dir: str | Path) -> None:
     copy_checkpoint(Path(set_dir) / "model", Path(run_dir) / "model")
 
 
+def sync_published(run_dir: str | Path, set_dir: str | Path, manifest: dict[str, Any]) -> bool:
+    """Make the run's top-level `model.*` copies of the verified set `set_dir` (`manifest` its
+    manifest) when they are missing or differ: a writer killed while publishing leaves them so.
+    The set's weights are checked first (a set with non-finite weights is never published).
+    Returns True when it copied. Call it holding the run's lock."""
+    from genorder.hashing import file_sha256
+
+    run_dir, set_dir = Path(run_dir), Path(set_dir)
+    files = manifest.get("files", {})
+    same = all((run_dir / n).is_file() and file_sha256(run_dir / n) == files.get(n)
+               for n in ("model.safetensors", "model.json"))  # fmt: skip
+    if same:
+        return False
+    state, _ = load_checkpoint(set_dir / "model")
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise UserError(f"checkpoint {set_dir} holds non-finite values ({bad[0]}, ...); it cannot be resumed")
+    publish_model(run_dir, set_dir)
+    return True
+
+
 def clean_run(run_dir: str | Path) -> None:
-    """Remove what killed writers left behind (temporaries in the run and in checkpoints/)."""
+    """Remove what killed writers left behind: temporaries in the run and in checkpoints/, and
+    `half_made` set folders."""
     run_dir = Path(run_dir)
     clean_stale(run_dir)
     clean_stale(run_dir / CHECKPOINTS)
+    root = run_dir / CHECKPOINTS
+    if root.is_dir():
+        for d in root.iterdir():
+            if d.is_dir() and _SET_NAME.match(d.name) and half_made(d):
+                shutil.rmtree(d, ignore_errors=True)
+
+
+FRESH_RUN_STALE = ("log.jsonl", "summary.json", "samples.png")
+
+
+def reset_run(run_dir: str | Path) -> None:
+    """Prepare the run's own folder for a fresh start (the caller holds its lock and has checked
+    it with `genorder.outdir.check_out` and `run_started`): mark it as a run, then remove what a
+    run of ours killed before its first checkpoint left (log, summary, grid, temporaries). Nothing
+    else is touched; a committed set is never removed (UserError: the caller should resume)."""
+    from genorder.outdir import RUN, mark
+
+    run_dir = Path(run_dir)
+    if committed_checkpoints(run_dir):
+        raise UserError(f"{run_dir} holds a committed checkpoint; pass --resume to continue it")
+    mark(run_dir, RUN)
+    clean_run(run_dir)
+    for name in FRESH_RUN_STALE:
+        (run_dir / name).unlink(missing_ok=True)
+
+
+def discard_checkpoints(run_dir: str | Path) -> None:
+    """Remove every committed set of a run (a caller that retrains a run of its own from scratch,
+    e.g. `ablate` on a copy whose weights were left behind). Call it holding the run's lock or
+    while no writer can run."""
+    for _, d in committed_checkpoints(run_dir):
+        discard(d)
 
 
 def truncate_log(path: str | Path, last_step: int) -> None:

@@ -140,6 +140,8 @@ class TokenizerTrainConfig(ComponentConfig):
     seed: int = Field(0, description="seed of the batch order (and of the tokenizer's own randomness)")
     device: str = Field("auto", description='"auto" (cuda if available), "cpu", "cuda", "cuda:1", ...')
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast on cuda")
+    nonfinite_streak: int = Field(3, ge=0, description="non-finite steps in a row skipped before the run stops")
+    nonfinite_total: int = Field(10, ge=0, description="non-finite steps in all skipped before the run stops")
 
 
 class TrainableTokenizer(Tokenizer):

@@ -35,6 +35,7 @@ from genorder.checkpoint import save_checkpoint
 from genorder.data import make_loader
 from genorder.errors import UserError
 from genorder.images import save_grid
+from genorder.outdir import TOKENIZER, check_out, mark
 from genorder.registry import registry
 from genorder.tokenizer import Tokenizer, TokenizerTrainConfig, TrainableTokenizer
 
@@ -195,9 +196,72 @@ def lr_at(cfg: TokenizerTrainConfig, progress: float) -> float:
     return cfg.lr * (cfg.final_lr + (1 - cfg.final_lr) * 0.5 * (1 + math.cos(math.pi * t)))
 
 
+def nonfinite_tensors(state: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the floating-point tensors of `state` holding a NaN or an infinity."""
+    return [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+
+
+class NonFiniteGuard:
+    """The model trainer's non-finite rule for the tokenizer loop: a step whose loss is not finite
+    is skipped (a `TrainableTokenizer` reports `"skipped": True` when it left its weights alone; a
+    non-finite loss it did not skip is checked: weights made non-finite stop the run at once);
+    more than `streak` skipped in a row or `total` in all stop the run with `TrainingDiverged`,
+    and a non-finite state is never saved: the last good checkpoint stays."""
+
+    def __init__(self, streak: int, total: int, lr: float) -> None:
+        self.limit_streak, self.limit_total, self.lr = streak, total, lr
+        self.streak = self.total = 0
+        self.saved_step: int | None = None
+
+    def diverged(self, what: str):
+        from genorder.trainer import TrainingDiverged
+
+        kept = (f"the last good checkpoint (step {self.saved_step}) is kept" if self.saved_step is not None
+                else "no checkpoint had been saved, so none was written")  # fmt: skip
+        return TrainingDiverged(f"training diverged: {what}. Nothing non-finite was saved: {kept}. "
+                                f"Lower the learning rate (now peak {self.lr:g}).")  # fmt: skip
+
+    def check(self, m: dict[str, Any], tok: Tokenizer) -> bool:
+        """Count step metrics `m`; True when the step was non-finite (then `m["skipped"]` is set)."""
+        try:
+            finite = math.isfinite(float(m["loss"]))
+        except (KeyError, TypeError, ValueError):
+            finite = False
+        if finite and not m.get("skipped"):
+            self.streak = 0
+            return False
+        if not m.get("skipped"):  # the tokenizer updated its weights on a non-finite loss
+            bad = nonfinite_tensors(tok.state_dict())
+            if bad:
+                raise self.diverged(f"the loss was non-finite at step {m.get('step')} and the update made "
+                                    f"{len(bad)} weight tensors non-finite (e.g. {bad[0]})")  # fmt: skip
+        m["skipped"] = True
+        self.streak += 1
+        self.total += 1
+        return True
+
+    def raise_if_over(self, step: int) -> None:
+        if self.streak > self.limit_streak or self.total > self.limit_total:
+            raise self.diverged(
+                f"the loss was non-finite at step {step} ({self.streak} in a row, {self.total} in all; limits "
+                f"train.nonfinite_streak={self.limit_streak}, train.nonfinite_total={self.limit_total}); "
+                "those steps were skipped"
+            )
+
+
 def checkpoint_meta(name: str, tokenizer: Tokenizer) -> dict[str, Any]:
     """What `genorder.runs.load_tokenizer` needs to rebuild a tokenizer: registry name + config."""
     return {"component": "tokenizer", "name": name, "config": tokenizer.config.model_dump(mode="json")}
+
+
+def check_tokenizer_out(out: str | Path, overwrite: bool, flag: str = "--out") -> None:
+    """UserError naming `flag` unless `out` may receive a trained tokenizer: new, empty, or a
+    tokenizer folder genorder wrote (`genorder.outdir.check_out`), and then only with `overwrite`
+    when it already holds a tokenizer. Reads only."""
+    out = Path(out)
+    check_out(out, TOKENIZER, flag)
+    if not overwrite and (out / "tokenizer.json").exists():
+        raise UserError(f"{out} already holds a tokenizer; pass --overwrite or choose another {flag}")
 
 
 def train_tokenizer(
@@ -224,7 +288,8 @@ def train_tokenizer(
         )
     cfg = config
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    check_tokenizer_out(out_dir, overwrite=True)
+    mark(out_dir, TOKENIZER)
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     tok = tokenizer.to(device).train()
@@ -235,12 +300,21 @@ def train_tokenizer(
     total = b.steps if b.steps is not None else (math.ceil(b.images / cfg.batch_size) if b.images else None)
     ckpt_meta = {**checkpoint_meta(name, tok), "train": cfg.model_dump(mode="json"), **(meta or {})}
     log_path = out_dir / "log.jsonl"
+    log_path.unlink(missing_ok=True)  # our own folder (check_out): a log of an earlier training here
     m: dict[str, Any] = {}
     t_last, img_last = time.perf_counter(), 0
+    guard = NonFiniteGuard(cfg.nonfinite_streak, cfg.nonfinite_total, cfg.lr)
 
     def save(final: bool) -> None:
+        bad = nonfinite_tensors(tok.state_dict())
+        if bad:
+            raise guard.diverged(
+                f"refusing to save a non-finite tokenizer at step {tracker.spent.steps} ({len(bad)} tensors, "
+                f"e.g. {bad[0]})"
+            )
         save_checkpoint(out_dir / "tokenizer", tok.state_dict(),
                         {**ckpt_meta, "spent": tracker.spent.as_dict(), "final": final})  # fmt: skip
+        guard.saved_step = tracker.spent.steps
 
     stopped_by = tracker.exhausted()
     while stopped_by is None:
@@ -253,20 +327,20 @@ def train_tokenizer(
         x = x.to(device, non_blocking=True)
         m = {"step": step, **tok.training_step(x, step, tracker.fraction()), "lr": lr}
         tracker.update(x.shape[0])
-        if step % cfg.log_every == 0 or step == 1:
+        skipped = guard.check(m, tok)
+        if step % cfg.log_every == 0 or step == 1 or skipped:
             now = time.perf_counter()
             m["images_per_s"] = (tracker.spent.images - img_last) / max(now - t_last, 1e-9)
             t_last, img_last = now, tracker.spent.images
             m["seconds"] = tracker.spent.seconds
             with log_path.open("a") as f:
                 f.write(json.dumps(m) + "\n")
+        guard.raise_if_over(step)
         if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
             save(final=False)
         if progress:
             progress(step, total, m)
         stopped_by = tracker.exhausted()
-        if not math.isfinite(float(m["loss"])):
-            stopped_by = "non-finite loss"
 
     save(final=True)
     eval_ds = eval_dataset if eval_dataset is not None else dataset

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import threading
 from collections.abc import Callable, Iterator
@@ -32,17 +31,20 @@ from genorder.images import save_grid
 from genorder.lock import RunLock
 from genorder.model import BackboneConfig, build_model, count_params
 from genorder.registry import registry
+from genorder.outdir import RUN, check_out
 from genorder.runs import (
-    CHECKPOINTS,
     absolute_dataset_spec,
     clean_run,
     copy_checkpoint,
     identity_diff,
     latest_checkpoint,
     load_tokenizer,
+    reset_run,
     run_identity,
     run_meta,
+    run_started,
     short_hash,
+    sync_published,
     tokenizer_hash,
     write_json,
 )
@@ -183,11 +185,12 @@ def train_run(
     tok_opts = {k: v for k, v in sections.get("tokenizer", {}).items() if k != "name"}
     tokenizer_spec = tokenizer_spec or sections.get("tokenizer", {}).get("name")
     _check_out_dir(out)
+    check_out(out, RUN)  # an existing --out that is not a run of ours: refused, nothing written
     lock = RunLock(out)
     if w.main and out.is_dir():
         lock.acquire()  # a second writer stops here, named by PID, before reading or writing anything
     try:
-        has_run = (out / "model.json").exists()
+        has_run = run_started(out)  # model.json, or a committed set (killed while publishing it)
         if resume and not has_run:
             raise UserError(f"--resume: {out} has no checkpoint to resume from; start it without --resume")
         if not resume and has_run:
@@ -251,6 +254,8 @@ def _train_locked(order_name, order, out: Path, lock: RunLock, w, device, bb, bu
         diff = identity_diff(recorded["identity"], identity)
         if diff:
             raise UserError("\n".join([f"--resume: {out} was trained with other settings; the run is left as it was:", *diff]))
+        if w.main:
+            sync_published(out, *found)  # model.* of a writer killed while publishing its set
         try:
             spent = Spent(**recorded["spent"])
         except TypeError:
@@ -281,10 +286,7 @@ def _train_locked(order_name, order, out: Path, lock: RunLock, w, device, bb, bu
         lock.acquire()
         clean_run(out)
         if not resume:  # a fresh run: nothing stale (a log or checkpoints of a run killed before its first save)
-            for stale in ("log.jsonl", "summary.json", "samples.png"):
-                (out / stale).unlink(missing_ok=True)
-            if (out / CHECKPOINTS).is_dir():
-                shutil.rmtree(out / CHECKPOINTS)
+            reset_run(out)
             copy_checkpoint(tok_stem, out / "tokenizer")
     trainer = Trainer(order, tokenizer, model, ds, tcfg, out, meta)
     if resume:

@@ -15,7 +15,8 @@ recent encoder residuals (`MultiScaleQuantizer.restart_dead_codes`); restarts st
 `restart_until` of the budget so the codebook settles before the end.
 
 AdamW (the core sets its warmup + cosine learning rate); bf16 autocast on CUDA (the quantizer itself
-always runs in fp32).
+always runs in fp32). A step whose loss or gradient norm is not finite changes nothing (no optimiser
+step, no discriminator step, no restart) and reports `"skipped": True` (the core limits them).
 """
 
 from __future__ import annotations
@@ -144,6 +145,10 @@ class VQVAETraining:
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         gnorm = torch.nn.utils.clip_grad_norm_(tok.parameters(), cfg.grad_clip)
+        if not bool(torch.isfinite(loss.detach()) & torch.isfinite(gnorm)):
+            # a non-finite loss or gradient: the weights are left alone (the core counts and limits these)
+            self.opt.zero_grad(set_to_none=True)
+            return {"loss": float(loss.detach()), "grad_norm": float(gnorm), "skipped": True}
         self.opt.step()
         d_loss = None
         if use_gan:
