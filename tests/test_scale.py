@@ -11,12 +11,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from genorder_cli.main import app
 from typer.testing import CliRunner
 
 from genorder import scaling as S
+from genorder.config import build_config
 from genorder.data import render_shapes
-from genorder_cli.main import app
-
+from genorder.errors import UserError
 
 # -- the fit -----------------------------------------------------------------------------------------
 
@@ -72,13 +73,13 @@ def test_exponents_differ_only_when_intervals_do_not_overlap():
 
 
 def test_budget_is_the_same_tokens_per_parameter_in_whole_steps():
-    cfg = S.ScaleConfig(tokens_per_param=10, batch_size=16)
+    cfg = S.SweepConfig(tokens_per_param=10, batch_size=16)
     steps, images = S.plan_budget(cfg, params=1000, tokens_per_image=64)  # 10,000 tokens -> 157 images
     assert (steps, images) == (10, 160)
     steps2, _ = S.plan_budget(cfg, params=1000, tokens_per_image=128)  # twice the tokens per image
     assert steps2 == 5
-    with pytest.raises(Exception):
-        S.ScaleConfig(depths=[1, 2])  # a fit with an interval needs 3 sizes at least
+    with pytest.raises(UserError, match="depths"):
+        build_config(S.SweepConfig, {"depths": [1, 2]})  # a fit with an interval needs 3 sizes at least
 
 
 def test_points_file_ignores_a_line_cut_off_by_a_crash(tmp_path):
@@ -104,7 +105,7 @@ def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("scale")
     train, train_lab = render_shapes(96, 16, seed=1)
     test, test_lab = render_shapes(48, 16, seed=2)
-    grey = lambda x: x.float().mean(1, keepdim=True).round().to(torch.uint8).numpy()  # noqa: E731
+    grey = lambda x: x.float().mean(1, keepdim=True).round().to(torch.uint8).numpy()
     np.savez(root / "grey16.npz", images=grey(train), labels=train_lab.numpy(), test_images=grey(test),
              test_labels=test_lab.numpy())  # fmt: skip
     threads = torch.get_num_threads()
@@ -187,7 +188,7 @@ def test_two_workers_give_the_same_points(tiny):
     r1 = invoke(*common(data, root / "w1", "raster,next-scale"))
     r2 = invoke(*common(data, root / "w2", "raster,next-scale"), "--workers", "2")
     assert r1.exit_code == 0 and r2.exit_code == 0, r1.output + r2.output
-    read = lambda out: {p["key"]: (p["loss"], p["steps"], p["flops"]) for p in map(json.loads, (out / "points.jsonl").read_text().splitlines())}  # noqa: E731
+    read = lambda out: {p["key"]: (p["loss"], p["steps"], p["flops"]) for p in map(json.loads, (out / "points.jsonl").read_text().splitlines())}
     one, two = read(root / "w1"), read(root / "w2")
     assert len(one) == 6 and one == two
 
