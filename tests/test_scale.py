@@ -205,3 +205,54 @@ def test_plan_only_writes_nothing_and_bad_options_exit_2(tiny):
         assert r.exit_code == 2, (bad, r.output)
         assert "error:" in r.output
     assert not out.exists()
+
+
+# -- regimes -------------------------------------------------------------------------------------------
+
+
+def test_a_regime_fills_what_the_options_leave_and_old_point_keys_stay():
+    from genorder.experiments.scale import DEFAULTS, ScaleConfig, resolve_sweep
+    from genorder.hashing import config_fingerprint
+    from genorder.regime import load_regime
+
+    plain, regime, steps = resolve_sweep(ScaleConfig(orders=["raster"]))
+    assert regime is None and steps == DEFAULTS["tokenizer_steps"]
+    assert (plain.width_per_depth, plain.batch_size, plain.lr, plain.eval_n) == (64, 64, 2e-3, 1000)
+    assert plain.train_opts() == {"batch_size": 64, "lr": 2e-3, "seed": 0} and plain.tokenizer_train_opts() is None
+    cpu = load_regime("cpu")
+    swept, regime, steps = resolve_sweep(ScaleConfig(orders=["raster"], regime="cpu", lr=5e-3))
+    assert regime == cpu.resolved() and steps == cpu.tokenizer.steps
+    assert (swept.width_per_depth, swept.batch_size, swept.eval_n) == (32, 64, cpu.evaluation.heldout_n)
+    assert swept.lr == 5e-3  # an explicit option wins over the regime
+    assert swept.train_opts() == {"batch_size": 64, "lr": 5e-3, "seed": 0, "schedule": "wsd", "cooldown": 0.1}
+    assert swept.tokenizer_train_opts() == {"batch_size": 32, "lr": 2e-3}
+    # a sweep without a regime keeps the keys it had before the regime fields existed
+    plan = S.Plan("raster", 1, 64, 1000, 64, 10, 640, 1e9)
+    old_shared = plain.model_dump(mode="json", exclude={"orders", "depths", *S.EVAL_FIELDS, "schedule", "cooldown",
+                                                        "tokenizer_batch", "tokenizer_lr"})  # fmt: skip
+    from dataclasses import asdict
+
+    assert S.train_key(plain, plan, {}) == config_fingerprint({"shared": old_shared, "point": asdict(plan), "context": {}})
+    assert S.train_key(swept, plan, {}) != S.train_key(plain, plan, {})
+
+
+def test_scale_in_a_regime_trains_its_schedule_and_records_it(tiny, tmp_path):
+    _, data = tiny
+    path = tmp_path / "r.toml"
+    path.write_text((Path(__file__).parent / "test_ablate.py").read_text().split('TINY_REGIME = """')[1].split('"""')[0])
+    out = tmp_path / "out"
+    args = ["--dataset", data, "--orders", "raster", "--depths", "1,2,3", "--tokens-per-param", "0.02",
+            "--tokenizer-single", "vq-tiny", "--bootstrap", "20", "--device", "cpu", "--out", str(out),
+            "--regime", str(path), "--set", "train.batch_size=8", "--set", "lr.default=3e-3"]  # fmt: skip
+    r = invoke(*args, "--plan-only")
+    assert r.exit_code == 0 and "raster-d3-w192" in r.output and not out.exists(), r.output  # width 0: 64·d
+    r = invoke(*args, "--width-per-depth", "16")
+    assert r.exit_code == 0, r.output
+    rep = json.loads((out / "scaling.json").read_text())
+    assert rep["regime"]["train"]["batch_size"] == 8 and rep["config"]["lr"] == 3e-3
+    assert rep["config"]["width_per_depth"] == 16 and rep["config"]["schedule"] == "lin0" and rep["config"]["eval_n"] == 1
+    assert json.loads((out / "scale-config.json").read_text())["regime"]["lr"]["default"] == 3e-3
+    assert all(p["images"] == 8 * p["steps"] and p["eval_images"] == 1 for p in rep["points"])
+    for bad in (["--set", "train.batch_size=0"], ["--regime", "nowhere"]):
+        r = invoke(*args, *bad)
+        assert r.exit_code == 2 and "error:" in r.output, (bad, r.output)
