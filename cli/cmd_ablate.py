@@ -10,12 +10,13 @@ from typing import Annotated
 
 import typer
 from genorder_cli.app import app, console, guarded
-from genorder_cli.common import ThreadsOpt, set_threads
+from genorder_cli.common import set_threads
 from rich.table import Table
 
 from genorder.errors import UserError
 from genorder.executors import LocalExecutor
 from genorder.experiments.ablate import AblateConfig, AblateResult, run_ablate
+from genorder.regime import load_regime
 
 Opt = typer.Option
 
@@ -62,10 +63,12 @@ def ablate(
     ref_n: Annotated[int | None, Opt(help="reference test images (default: the preset's)")] = None,
     images: Annotated[int | None, Opt(help="override the budget: training images per row")] = None,
     cache_dir: Annotated[Path | None, Opt(help="reference feature cache (default $GENORDER_FID_CACHE or ~/.cache/genorder/fid)")] = None,
-    threads: ThreadsOpt = None,
+    threads: Annotated[int | None, Opt(help="CPU threads for torch per worker (default: the regime's train.threads with --regime, else torch's choice; 1 when --workers > 1)")] = None,
     workers: Annotated[int, Opt(help="processes that train and score rows side by side (one per CPU core is a good choice on a CPU: 1 thread each unless --threads says otherwise); the results do not depend on it. The inference-cost timings of the first seed are measured while other rows train when N > 1")] = 1,
 ) -> None:
     """Train and score the VAR ablation rows under one budget; write OUT/ABLATION.md and ablation.json."""
+    if threads is None and regime is not None:  # the regime's torch threads per worker (0: torch's choice)
+        threads = load_regime(regime, set_ or []).train.threads or None
     set_threads(threads)
     if workers < 1:
         raise UserError(f"--workers must be at least 1, got {workers}")

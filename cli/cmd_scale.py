@@ -15,6 +15,7 @@ from rich.table import Table
 from genorder.errors import UserError
 from genorder.executors import LocalExecutor
 from genorder.experiments.scale import ScaleConfig, ScalePlan, ScaleResult, plan_scale, run_scale
+from genorder.regime import load_regime
 
 Opt = typer.Option
 
@@ -88,9 +89,12 @@ def scale(
         tokenizer_single=tokenizer_single, tokenizer_steps=tokenizer_steps, device=device, out=out, regime=regime,
         regime_set=set_ or [],
     )  # fmt: skip
+    threads = load_regime(regime, set_ or []).train.threads if regime is not None else 0  # 0: as before regimes
+    if threads:  # the regime's torch threads per worker
+        torch.set_num_threads(threads)
     plan = plan_scale(config, train_tokenizers=not plan_only)
     render_plan(plan)
     if plan_only:
         return
-    executor = LocalExecutor(workers, torch.get_num_threads() if workers == 1 else 1)
+    executor = LocalExecutor(workers, torch.get_num_threads() if workers == 1 else (threads or 1))
     render(run_scale(config, executor, progress=show, plan=plan))

@@ -282,6 +282,8 @@ def test_every_preset_defaults_to_three_seeds_and_a_deterministic_budget():
     plat = A.get_preset("fmnist-plateau")
     assert dataclasses.replace(plat, name=reg.name, budget=reg.budget, note=reg.note) == reg
     assert A.budget_steps_images(plat)[0] == 2500 > A.budget_steps_images(reg)[0]
+    longer = A.apply_regime(reg, load_regime("cpu", ["train.steps=2500"]))  # `--regime cpu --set train.steps=2500`
+    assert {k: getattr(longer, k) for k in FINGERPRINT} == {k: getattr(plat, k) for k in FINGERPRINT}
     multi = registry("tokenizers").create(*reg.tokenizers["multi"])
     single = registry("tokenizers").create(*reg.tokenizers["single"])
     assert tuple(multi.scales) == (1, 2, 3, 4, 6, 8) and tuple(single.scales) == (8,)
