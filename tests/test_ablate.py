@@ -468,3 +468,36 @@ def test_ablate_in_a_regime_file_trains_its_budget_and_records_the_regime(tmp_pa
         r = invoke("--out", str(fresh), "--rows", "8", "--no-eval", *args)
         assert r.exit_code == 2 and "error:" in r.output, (args, r.output)
     assert not fresh.exists()
+
+
+# -- the library ----------------------------------------------------------------------------------------
+
+
+def test_the_library_call_returns_the_table_writes_its_files_and_reports_progress(tmp_path, monkeypatch):
+    from genorder.executors import LocalExecutor
+    from genorder.experiments.ablate import AblateConfig, AblateResult, run_ablate
+
+    monkeypatch.setenv("GENORDER_FID_CACHE", str(tmp_path / "cache"))
+    config = AblateConfig(preset="tiny", seeds="0", rows="8", no_eval=True, out=tmp_path / "out")
+    said: list[str] = []
+    res = run_ablate(config, LocalExecutor(1), progress=said.append)
+    assert isinstance(res, AblateResult) and [r["row"] for r in res.rows] == [8]
+    assert res.rows[0]["train_steps"] == 6 and res.regime is None and "regime" not in res.data()
+    on_disk = json.loads((config.out / "ablation.json").read_text())
+    assert on_disk == json.loads(json.dumps(res.data()))
+    assert (config.out / "ABLATION.md").read_text().startswith("# Ablation: tiny preset")
+    assert said[0].startswith("ablate preset tiny") and any(s.startswith("row 8 (") for s in said)
+    again: list[str] = []
+    run_ablate(config, progress=again.append)  # the default executor: this process
+    assert any("not retraining" in s for s in again)
+    with pytest.raises(UserError, match="exclude each other"):
+        run_ablate(AblateConfig(preset="tiny", no_eval=True, eval_only=True, out=tmp_path / "bad"))
+    assert not (tmp_path / "bad").exists()
+
+
+def test_the_experiments_do_not_import_rich():
+    import subprocess
+
+    code = ("import sys, genorder.experiments.ablate, genorder.experiments.scale; "
+            "sys.exit(1 if any(m == 'rich' or m.startswith('rich.') for m in sys.modules) else 0)")  # fmt: skip
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

@@ -256,3 +256,24 @@ def test_scale_in_a_regime_trains_its_schedule_and_records_it(tiny, tmp_path):
     for bad in (["--set", "train.batch_size=0"], ["--regime", "nowhere"]):
         r = invoke(*args, *bad)
         assert r.exit_code == 2 and "error:" in r.output, (bad, r.output)
+
+
+def test_the_library_call_plans_runs_and_returns_the_fits(tiny, tmp_path):
+    from genorder.executors import LocalExecutor
+    from genorder.experiments.scale import ScaleConfig, ScaleResult, plan_scale, run_scale
+
+    _, data = tiny
+    config = ScaleConfig(dataset=data, orders=["raster"], depths=[1, 2, 3], width_per_depth=16, tokens_per_param=0.02,
+                         batch_size=8, lr=3e-3, eval_n=24, tokenizer_single="vq-tiny", tokenizer_steps=3, bootstrap=20,
+                         device="cpu", out=tmp_path / "out")  # fmt: skip
+    plan = plan_scale(config)
+    assert [p.name for p in plan.plans] == ["raster-d1-w16", "raster-d2-w32", "raster-d3-w48"]
+    assert {plan.status(p) for p in plan.plans} == {"to train"} and not config.out.exists()
+    said: list[str] = []
+    res = run_scale(config, LocalExecutor(1), progress=said.append, plan=plan)
+    assert isinstance(res, ScaleResult) and len(res.points) == 3 and "b" in res.fits["loss"]["raster"]["params"]
+    assert json.loads((config.out / "scaling.json").read_text()) == json.loads(json.dumps(res.data()))
+    assert sum("test loss" in s for s in said) == 3
+    said.clear()
+    again = run_scale(config, progress=said.append)
+    assert sum("already in points.jsonl" in s for s in said) == 3 and again.points == res.points
