@@ -1,5 +1,5 @@
 """The VAR ablation table (TABLES.md §1.1) under one budget: row definitions, presets, aggregation
-over seeds and the markdown/JSON table. `genorder ablate` (cli/cmd_ablate.py) runs the rows.
+over seeds and the markdown/JSON table. `genorder.experiments.ablate` runs the rows (`genorder ablate`).
 
 Every trained row goes through the same `train_run` with the same data, tokenizer family, budget
 (images seen), optimizer settings and seed; rows differ only in the options listed in `ROWS`:
@@ -39,7 +39,6 @@ import statistics
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
-
 
 from genorder.errors import UserError
 
@@ -193,9 +192,13 @@ class Preset:
     width_per_depth: int | None = None  # every row's width = this x its depth (None: the backbone's 64·depth)
     seeds: str = "0,1,2"  # at least 3 seeds per row by default: the intervals are over seeds
     note: str = ""
+    order_lr: dict = field(default_factory=dict)  # order -> peak lr (a regime's per-order rates); empty: train["lr"]
 
     def describe(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if not d["order_lr"]:
+            del d["order_lr"]  # one rate for every row: train["lr"]
+        return d
 
 
 PRESETS: dict[str, Preset] = {
@@ -319,6 +322,33 @@ PRESETS["fmnist-plateau"] = replace(
 )
 
 
+def apply_regime(preset: Preset, regime: Any, per_order_lr: bool = False) -> Preset:
+    """`preset` trained in `regime` (a `genorder.regime.Regime`): the regime gives the backbone size
+    (row 7 stays as many layers deeper as the preset makes it), the step budget, batch, schedule,
+    cool-down, the tokenizers' budget (and presets, where it names them) and the peak learning rate,
+    `lr.default` for every row (one optimizer for the whole table) or, with `per_order_lr`, the rate
+    the regime records for each row's order. The preset keeps its data, evaluation sizes and seeds.
+
+    `apply_regime(get_preset("fmnist-regime"), load_regime("cpu"))` trains exactly what the preset
+    trains: that preset is the CPU regime written out (tests/test_ablate.py)."""
+    depth = regime.backbone.depth
+    tokenizers = dict(preset.tokenizers)
+    for kind, name in regime.tokenizer.presets.items():
+        fam = kind.split("-")[0]  # "multi-scale" -> "multi"
+        if fam not in tokenizers:
+            raise UserError(f"regime {regime.name}: tokenizer.presets names {kind!r}; the ablation has multi-scale and single-scale")
+        tokenizers[fam] = (name, {})
+    train = {**preset.train, "batch_size": regime.train.batch_size, "lr": regime.lr.default,
+             "schedule": regime.train.schedule, "cooldown": regime.train.cooldown}  # fmt: skip
+    order_lr = {r.order: regime.lr_for(r.order)[0] for r in ROWS} if per_order_lr else {}
+    return replace(
+        preset, tokenizers=tokenizers, tokenizer_steps=regime.tokenizer.steps, tokenizer_batch=regime.tokenizer.batch_size,
+        tokenizer_lr=regime.tokenizer.lr, depth=depth, deep_depth=depth + (preset.deep_depth - preset.depth),
+        width_per_depth=regime.backbone.width_per_depth or None, budget={"steps": regime.train.steps}, train=train,
+        order_lr=order_lr,
+    )  # fmt: skip
+
+
 def check_budget(preset: Preset) -> None:
     """Deterministic and identical for every row: steps or images, never wall-clock; an image budget
     must be whole steps of the batch, so every row runs the same steps on the same images."""
@@ -363,7 +393,8 @@ def train_options(row: Row, preset: Preset, seed: int, device: str | None = None
         "depth": depth,
         "budget": dict(preset.budget),
         "backbone_opts": {**preset.backbone, **width, "adaln": row.adaln, "qk_norm": row.qk_norm},
-        "train_opts": {**preset.train, "seed": seed, "device": device},
+        "train_opts": {**preset.train, **({"lr": preset.order_lr[row.order]} if row.order in preset.order_lr else {}),
+                       "seed": seed, "device": device},
         "order_opts": order_opts,
     }
 
@@ -584,8 +615,8 @@ def render_reading(items: list[dict[str, Any]]) -> list[str]:
             text += f" [{m['ci95'][0] * scale:+.2f}, {m['ci95'][1] * scale:+.2f}]"
         return text + f" (n={m['n']})"
 
-    lines = ["Δ = row − base, paired by seed; 95% t interval over seeds. FID: lower is better; class accuracy "
-             "in points: higher is better.", ""]  # fmt: skip
+    lines = [("Δ = row − base, paired by seed; 95% t interval over seeds. FID: lower is better; class accuracy "
+              "in points: higher is better."), ""]  # fmt: skip
     for it in items:
         paper = "" if it["paper_fid_delta"] is None else f"; paper: FID {it['paper_fid_delta']:+.2f}"
         fid = f"FID {ci(it['fid'])} — {it['fid_verdict']}" if it["fid"]["n"] else "FID not scored"
@@ -628,6 +659,8 @@ def render_markdown(table: list[dict[str, Any]], header: dict[str, Any], out_dir
     lines.append(f"- command: `{header['command']}`")
     lines.append(f"- date: {header['date']} · device: {header['device']} · seeds: {header['seeds']}")
     lines.append(f"- data: {header['dataset']} · tokenizers: {header['tokenizers']}")
+    if header.get("regime"):
+        lines.append(f"- regime: {header['regime']} (its resolved settings are in ablation.json)")
     lines.append(f"- budget per trained row: {header['budget']} · optimizer: {header['train']}")
     lines.append(f"- evaluation: {header['evaluation']}")
     if header.get("note"):

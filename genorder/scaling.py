@@ -56,8 +56,9 @@ def registered_orders() -> list[str]:
     return sorted(registry("orders").names())
 
 
-class ScaleConfig(ComponentConfig):
-    """Everything a sweep's points share (one fingerprint per point is taken over this and the point)."""
+class SweepConfig(ComponentConfig):
+    """Everything a sweep's points share (one fingerprint per point is taken over this and the point).
+    `genorder.experiments.scale.ScaleConfig` (what `genorder scale` takes) resolves into one."""
 
     orders: list[str] = Field(default_factory=lambda: registered_orders(), min_length=1,
                               description="default: every registered order")
@@ -73,6 +74,21 @@ class ScaleConfig(ComponentConfig):
     accuracy_n: int = Field(0, ge=0, description="class-consistency samples per point (0: not measured)")
     cfg: float = Field(1.5, ge=0, description="CFG of the class-consistency samples")
     min_steps: int = Field(1, ge=1, description="at least this many optimizer steps per point")
+    # set by a regime (None: the trainer's defaults); left out of the fingerprints when None, so the
+    # points of a sweep made before regimes existed keep their keys
+    schedule: str | None = Field(None, description="lr schedule of every point (a regime's)")
+    cooldown: float | None = Field(None, gt=0, lt=1, description="cool-down fraction of the wsd schedule")
+    tokenizer_batch: int | None = Field(None, ge=1, description="batch of a tokenizer trained first")
+    tokenizer_lr: float | None = Field(None, gt=0, description="lr of a tokenizer trained first")
+
+    def train_opts(self) -> dict[str, Any]:
+        """The `TrainConfig` options every point trains with."""
+        extra = {k: v for k, v in (("schedule", self.schedule), ("cooldown", self.cooldown)) if v is not None}
+        return {"batch_size": self.batch_size, "lr": self.lr, "seed": self.seed, **extra}
+
+    def tokenizer_train_opts(self) -> dict[str, Any] | None:
+        opts = {k: v for k, v in (("batch_size", self.tokenizer_batch), ("lr", self.tokenizer_lr)) if v is not None}
+        return opts or None
 
     def backbone(self, depth: int) -> dict[str, Any]:
         return {"depth": depth, "width": self.width_per_depth * depth, "heads": self.heads_per_depth * depth}
@@ -96,7 +112,7 @@ class Plan:
         return f"{self.order}-d{self.depth}-w{self.width}"
 
 
-def plan_budget(cfg: ScaleConfig, params: int, tokens_per_image: int) -> tuple[int, int]:
+def plan_budget(cfg: SweepConfig, params: int, tokens_per_image: int) -> tuple[int, int]:
     """(steps, images): whole steps of `batch_size` covering tokens_per_param·params target tokens."""
     images = math.ceil(cfg.tokens_per_param * params / max(tokens_per_image, 1))
     steps = max(cfg.min_steps, math.ceil(images / cfg.batch_size))
@@ -106,15 +122,15 @@ def plan_budget(cfg: ScaleConfig, params: int, tokens_per_image: int) -> tuple[i
 EVAL_FIELDS = {"eval_n", "eval_batch", "accuracy_n", "cfg"}  # measurement only: no retraining
 
 
-def train_key(cfg: ScaleConfig, plan: Plan, context: dict[str, Any]) -> str:
+def train_key(cfg: SweepConfig, plan: Plan, context: dict[str, Any]) -> str:
     """Fingerprint of what decides a point's trained model: the shared config without the lists of
     orders and depths (adding sizes later keeps the finished points) and without the evaluation
     settings, the point, and `context` (dataset and tokenizer content hashes)."""
-    shared = cfg.model_dump(mode="json", exclude={"orders", "depths", *EVAL_FIELDS})
+    shared = cfg.model_dump(mode="json", exclude={"orders", "depths", *EVAL_FIELDS}, exclude_none=True)
     return config_fingerprint({"shared": shared, "point": asdict(plan), "context": context})
 
 
-def point_key(cfg: ScaleConfig, plan: Plan, context: dict[str, Any]) -> str:
+def point_key(cfg: SweepConfig, plan: Plan, context: dict[str, Any]) -> str:
     """Fingerprint of a point's whole result: its trained model (`train_key`) and how it is scored."""
     evals = cfg.model_dump(mode="json", include=EVAL_FIELDS)
     return config_fingerprint({"train": train_key(cfg, plan, context), "eval": evals})
@@ -227,7 +243,7 @@ def fit_power_law(xs: list[float], ys: list[float], n_boot: int = 2000, seed: in
     ci_boot = None
     if boots:
         boots.sort()
-        ci_boot = [boots[int(0.025 * (len(boots) - 1))], boots[int(math.ceil(0.975 * (len(boots) - 1)))]]
+        ci_boot = [boots[int(0.025 * (len(boots) - 1))], boots[math.ceil(0.975 * (len(boots) - 1))]]
     return {"a": 10.0**log_a, "b": b, "r": r, "b_se": se, "b_ci_t": ci_t, "b_ci_boot": ci_boot, "n": n,
             "n_boot": len(boots), "x_range": [min(x for x, _ in pts), max(x for x, _ in pts)]}  # fmt: skip
 

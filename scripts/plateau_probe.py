@@ -25,11 +25,10 @@ import torch
 from genorder.ablation import get_preset, row_by_id, sampler_options, train_options
 from genorder.checkpoint import load_checkpoint, read_meta
 from genorder.data import load_dataset
+from genorder.experiments._bridge import point_saver, points_folder, train_run
 from genorder.heldout import heldout_loss, plateau
 from genorder.runs import load_run
 from genorder.trainer import resolve_device
-from genorder.training_run import train_run
-from genorder.experiments.compare_jobs import POINTS, PointSaver
 
 HELDOUT_N = 500
 
@@ -68,13 +67,13 @@ def main() -> None:
               budget=opts["budget"], backbone_opts=opts["backbone_opts"], train_opts=opts["train_opts"],
               order_opts=opts["order_opts"], sampler_opts=sampler_options(row, vocab),
               resume=(rdir / "model.json").exists(), samples_per_class=0,
-              on_step=PointSaver(rdir, anneal=True, ends=ends))  # fmt: skip
+              on_step=point_saver(rdir, anneal=True, ends=ends))  # fmt: skip
 
     run = load_run(rdir, resolve_device("cpu"))
     train = load_dataset(p.dataset, "train")
     test = load_dataset(p.dataset, "test", image_size=train.image_size, channels=train.channels)
     losses: dict[int, float] = {}
-    for f in sorted((rdir / POINTS).glob("step-*.safetensors")):
+    for f in sorted((rdir / points_folder()).glob("step-*.safetensors")):
         state, meta = load_checkpoint(f.with_suffix(""))
         run.model.load_state_dict(state)
         losses[meta["step"]] = heldout_loss(run.order, run.tokenizer, run.model, test.images[:HELDOUT_N], test.labels[:HELDOUT_N])

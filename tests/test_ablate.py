@@ -16,9 +16,10 @@ from typer.testing import CliRunner
 
 pytest.importorskip("torch_fidelity")
 
-from genorder import ablation as A  # noqa: E402
-from genorder.errors import UserError  # noqa: E402
-from genorder_cli.main import app  # noqa: E402
+from genorder_cli.main import app
+
+from genorder import ablation as A
+from genorder.errors import UserError
 
 TRAINED_FILES = ("model.safetensors", "model.json", "optim.safetensors")
 
@@ -150,7 +151,7 @@ def test_tiny_preset_writes_the_whole_table(tiny_run):
 
 def test_two_workers_give_the_same_rows(tiny_run, tmp_path, monkeypatch):
     """--workers 2 trains and scores rows in two processes: the same FID and class accuracy per row."""
-    root, out, first = tiny_run
+    _, out, first = tiny_run
     assert first.exit_code == 0
     monkeypatch.setenv("GENORDER_FID_CACHE", str(tmp_path / "fid-cache"))
     monkeypatch.chdir(tmp_path)
@@ -260,27 +261,29 @@ def test_every_preset_defaults_to_three_seeds_and_a_deterministic_budget():
         steps, images = A.budget_steps_images(p)
         assert steps >= 1 and images == steps * p.train["batch_size"], name
     reg = A.get_preset("fmnist-regime")
-    # the ablation runs in the regime of `genorder compare` on a CPU: same tokenizers, trained the
-    # same way, same depth, budget, batch and learning rate
-    from genorder.registry import registry
+    # the ablation preset is the CPU regime written out (genorder/regimes/cpu.toml, the regime of
+    # `genorder compare` on a CPU): same tokenizers trained the same way, depth, width, budget,
+    # batch, schedule and learning rate, so `--regime cpu` trains exactly what the preset trains
+    from genorder.experiments.ablate import FINGERPRINT
     from genorder.regime import load_regime
+    from genorder.registry import registry
 
-    cpu = load_regime("cpu")  # compare's CPU regime (genorder/regimes/cpu.toml)
-    CPU = {"steps": cpu.train.steps, "batch_size": cpu.train.batch_size, "depth": cpu.backbone.depth,
-           "tokenizer_steps": cpu.tokenizer.steps, "tokenizer_batch": cpu.tokenizer.batch_size,
-           "tokenizer_lr": cpu.tokenizer.lr, "width_per_depth": cpu.backbone.width_per_depth, "cooldown": cpu.train.cooldown}
-    CPU_LR = cpu.lr.default
-
-    assert A.budget_steps_images(reg) == (CPU["steps"], CPU["steps"] * CPU["batch_size"])
-    assert (reg.depth, reg.train["batch_size"], reg.train["lr"]) == (CPU["depth"], CPU["batch_size"], CPU_LR)
-    assert (reg.tokenizer_steps, reg.tokenizer_batch, reg.tokenizer_lr) == (CPU["tokenizer_steps"], CPU["tokenizer_batch"], CPU["tokenizer_lr"])
-    assert reg.width_per_depth == CPU["width_per_depth"] and reg.train["cooldown"] == CPU["cooldown"]
+    cpu = load_regime("cpu")
+    assert A.budget_steps_images(reg) == (cpu.train.steps, cpu.train.steps * cpu.train.batch_size)
+    assert (reg.depth, reg.train["batch_size"], reg.train["lr"]) == (cpu.backbone.depth, cpu.train.batch_size, cpu.lr.default)
+    assert (reg.tokenizer_steps, reg.tokenizer_batch, reg.tokenizer_lr) == (cpu.tokenizer.steps, cpu.tokenizer.batch_size, cpu.tokenizer.lr)
+    assert reg.width_per_depth == cpu.backbone.width_per_depth and reg.train["cooldown"] == cpu.train.cooldown
     assert reg.train["schedule"] == cpu.train.schedule == "wsd"
+    applied = A.apply_regime(reg, cpu)
+    assert {k: getattr(applied, k) for k in FINGERPRINT} == {k: getattr(reg, k) for k in FINGERPRINT}
+    assert applied == reg
     assert A.train_options(A.row_by_id(7), reg, 0)["backbone_opts"]["width"] == 96  # deeper and wider
     # fmnist-plateau is the same regime trained longer, nothing else
     plat = A.get_preset("fmnist-plateau")
     assert dataclasses.replace(plat, name=reg.name, budget=reg.budget, note=reg.note) == reg
     assert A.budget_steps_images(plat)[0] == 2500 > A.budget_steps_images(reg)[0]
+    longer = A.apply_regime(reg, load_regime("cpu", ["train.steps=2500"]))  # `--regime cpu --set train.steps=2500`
+    assert {k: getattr(longer, k) for k in FINGERPRINT} == {k: getattr(plat, k) for k in FINGERPRINT}
     multi = registry("tokenizers").create(*reg.tokenizers["multi"])
     single = registry("tokenizers").create(*reg.tokenizers["single"])
     assert tuple(multi.scales) == (1, 2, 3, 4, 6, 8) and tuple(single.scales) == (8,)
@@ -387,3 +390,114 @@ def test_class_accuracy_seeds_and_reading_through_the_command(tmp_path, monkeypa
     assert "classifier with 90.0% test accuracy on real images" in md
     r = invoke("--out", str(out), "--rows", "8,10", "--seeds", "0,1,2")  # nothing left to do
     assert r.exit_code == 0 and r.output.count("not retraining") == 6 and "class accuracy" not in r.output
+
+
+# -- regimes ------------------------------------------------------------------------------------------
+
+TINY_REGIME = """
+name = "tiny-test"
+[backbone]
+depth = 1
+width_per_depth = 0
+[train]
+steps = 4
+batch_size = 16
+schedule = "lin0"
+cooldown = 0.1
+seeds = [0]
+threads = 1
+[tokenizer]
+steps = 20
+batch_size = 16
+lr = 1e-3
+[evaluation]
+points = 1
+n = 2
+ref_n = 2
+heldout_n = 1
+fid_points = "last"
+[lr]
+default = 1e-3
+tune = [1e-3]
+[lr.orders]
+maskgit = 2e-3
+"""
+
+
+def test_a_regime_gives_sizes_budgets_and_rates_and_the_preset_keeps_its_evaluation():
+    from genorder.regime import load_regime
+
+    reg = A.get_preset("fmnist-regime")
+    gpu = load_regime("gpu", ["train.steps=123", "lr.orders.maskgit=1e-3"])
+    p = A.apply_regime(reg, gpu)
+    assert (p.depth, p.deep_depth, p.width_per_depth) == (16, 17, None)  # width 0: the backbone's 64·d
+    assert p.budget == {"steps": 123} and p.train["batch_size"] == 128 and p.train["lr"] == 4e-4
+    assert (p.tokenizer_steps, p.tokenizer_batch, p.tokenizer_lr) == (3000, 32, 3e-4)
+    assert (p.n_eval, p.ref_n, p.seeds, p.dataset, p.tokenizers) == (reg.n_eval, reg.ref_n, reg.seeds, reg.dataset, reg.tokenizers)
+    # one rate for every row unless asked: then each row at its order's rate (the default where none)
+    assert {A.train_options(r, p, 0)["train_opts"]["lr"] for r in A.ROWS if r.reuses is None} == {4e-4}
+    per = A.apply_regime(reg, gpu, per_order_lr=True)
+    lrs = {r.id: A.train_options(r, per, 0)["train_opts"]["lr"] for r in A.ROWS if r.reuses is None}
+    assert lrs[8] == 1e-3 and lrs[1] == lrs[2] == 4e-4
+    named = A.apply_regime(reg, load_regime("cpu", ['tokenizer.presets."single-scale"="vq-tiny"']))
+    assert named.tokenizers["single"] == ("vq-tiny", {}) and named.tokenizers["multi"] == reg.tokenizers["multi"]
+
+
+def test_ablate_in_a_regime_file_trains_its_budget_and_records_the_regime(tmp_path, monkeypatch):
+    monkeypatch.setenv("GENORDER_FID_CACHE", str(tmp_path / "cache"))
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY_REGIME)
+    out = tmp_path / "out"
+    r = invoke("--out", str(out), "--rows", "8", "--no-eval", "--regime", str(path), "--set", "train.steps=3",
+               "--per-order-lr")  # fmt: skip
+    assert r.exit_code == 0, r.output
+    info = json.loads((out / "seed0" / "r8-maskgit" / "row.json").read_text())
+    assert (info["train_steps"], info["train_images"], info["depth"]) == (3, 48, 1)
+    data = json.loads((out / "ablation.json").read_text())
+    assert data["regime"]["train"]["steps"] == 3 and data["regime"]["lr"]["orders"] == {"maskgit": 2e-3}
+    assert "--regime" in data["header"]["command"] and "--set train.steps=3" in data["header"]["command"]
+    assert data["header"]["train"]["lr"]["maskgit"] == 2e-3
+    assert json.loads((out / "ablation-config.json").read_text())["order_lr"]["maskgit"] == 2e-3
+    assert "- regime: " in (out / "ABLATION.md").read_text()
+    # the same OUT in another regime (another budget) is refused, and bad regimes write nothing
+    r = invoke("--out", str(out), "--rows", "8", "--no-eval", "--regime", str(path), "--per-order-lr")
+    assert r.exit_code == 2 and "other settings (budget)" in r.output
+    fresh = tmp_path / "fresh"
+    for args in (["--set", "train.steps=3"], ["--regime", "nowhere"], ["--regime", str(path), "--set", "train.steps=0"],
+                 ["--regime", str(path), "--set", "train.bogus=1"], ["--per-order-lr"]):  # fmt: skip
+        r = invoke("--out", str(fresh), "--rows", "8", "--no-eval", *args)
+        assert r.exit_code == 2 and "error:" in r.output, (args, r.output)
+    assert not fresh.exists()
+
+
+# -- the library ----------------------------------------------------------------------------------------
+
+
+def test_the_library_call_returns_the_table_writes_its_files_and_reports_progress(tmp_path, monkeypatch):
+    from genorder.executors import LocalExecutor
+    from genorder.experiments.ablate import AblateConfig, AblateResult, run_ablate
+
+    monkeypatch.setenv("GENORDER_FID_CACHE", str(tmp_path / "cache"))
+    config = AblateConfig(preset="tiny", seeds="0", rows="8", no_eval=True, out=tmp_path / "out")
+    said: list[str] = []
+    res = run_ablate(config, LocalExecutor(1), progress=said.append)
+    assert isinstance(res, AblateResult) and [r["row"] for r in res.rows] == [8]
+    assert res.rows[0]["train_steps"] == 6 and res.regime is None and "regime" not in res.data()
+    on_disk = json.loads((config.out / "ablation.json").read_text())
+    assert on_disk == json.loads(json.dumps(res.data()))
+    assert (config.out / "ABLATION.md").read_text().startswith("# Ablation: tiny preset")
+    assert said[0].startswith("ablate preset tiny") and any(s.startswith("row 8 (") for s in said)
+    again: list[str] = []
+    run_ablate(config, progress=again.append)  # the default executor: this process
+    assert any("not retraining" in s for s in again)
+    with pytest.raises(UserError, match="exclude each other"):
+        run_ablate(AblateConfig(preset="tiny", no_eval=True, eval_only=True, out=tmp_path / "bad"))
+    assert not (tmp_path / "bad").exists()
+
+
+def test_the_experiments_do_not_import_rich():
+    import subprocess
+
+    code = ("import sys, genorder.experiments.ablate, genorder.experiments.scale; "
+            "sys.exit(1 if any(m == 'rich' or m.startswith('rich.') for m in sys.modules) else 0)")  # fmt: skip
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

@@ -11,12 +11,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from genorder_cli.main import app
 from typer.testing import CliRunner
 
 from genorder import scaling as S
+from genorder.config import build_config
 from genorder.data import render_shapes
-from genorder_cli.main import app
-
+from genorder.errors import UserError
 
 # -- the fit -----------------------------------------------------------------------------------------
 
@@ -72,13 +73,13 @@ def test_exponents_differ_only_when_intervals_do_not_overlap():
 
 
 def test_budget_is_the_same_tokens_per_parameter_in_whole_steps():
-    cfg = S.ScaleConfig(tokens_per_param=10, batch_size=16)
+    cfg = S.SweepConfig(tokens_per_param=10, batch_size=16)
     steps, images = S.plan_budget(cfg, params=1000, tokens_per_image=64)  # 10,000 tokens -> 157 images
     assert (steps, images) == (10, 160)
     steps2, _ = S.plan_budget(cfg, params=1000, tokens_per_image=128)  # twice the tokens per image
     assert steps2 == 5
-    with pytest.raises(Exception):
-        S.ScaleConfig(depths=[1, 2])  # a fit with an interval needs 3 sizes at least
+    with pytest.raises(UserError, match="depths"):
+        build_config(S.SweepConfig, {"depths": [1, 2]})  # a fit with an interval needs 3 sizes at least
 
 
 def test_points_file_ignores_a_line_cut_off_by_a_crash(tmp_path):
@@ -104,7 +105,7 @@ def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("scale")
     train, train_lab = render_shapes(96, 16, seed=1)
     test, test_lab = render_shapes(48, 16, seed=2)
-    grey = lambda x: x.float().mean(1, keepdim=True).round().to(torch.uint8).numpy()  # noqa: E731
+    grey = lambda x: x.float().mean(1, keepdim=True).round().to(torch.uint8).numpy()
     np.savez(root / "grey16.npz", images=grey(train), labels=train_lab.numpy(), test_images=grey(test),
              test_labels=test_lab.numpy())  # fmt: skip
     threads = torch.get_num_threads()
@@ -187,7 +188,7 @@ def test_two_workers_give_the_same_points(tiny):
     r1 = invoke(*common(data, root / "w1", "raster,next-scale"))
     r2 = invoke(*common(data, root / "w2", "raster,next-scale"), "--workers", "2")
     assert r1.exit_code == 0 and r2.exit_code == 0, r1.output + r2.output
-    read = lambda out: {p["key"]: (p["loss"], p["steps"], p["flops"]) for p in map(json.loads, (out / "points.jsonl").read_text().splitlines())}  # noqa: E731
+    read = lambda out: {p["key"]: (p["loss"], p["steps"], p["flops"]) for p in map(json.loads, (out / "points.jsonl").read_text().splitlines())}
     one, two = read(root / "w1"), read(root / "w2")
     assert len(one) == 6 and one == two
 
@@ -204,3 +205,75 @@ def test_plan_only_writes_nothing_and_bad_options_exit_2(tiny):
         assert r.exit_code == 2, (bad, r.output)
         assert "error:" in r.output
     assert not out.exists()
+
+
+# -- regimes -------------------------------------------------------------------------------------------
+
+
+def test_a_regime_fills_what_the_options_leave_and_old_point_keys_stay():
+    from genorder.experiments.scale import DEFAULTS, ScaleConfig, resolve_sweep
+    from genorder.hashing import config_fingerprint
+    from genorder.regime import load_regime
+
+    plain, regime, steps = resolve_sweep(ScaleConfig(orders=["raster"]))
+    assert regime is None and steps == DEFAULTS["tokenizer_steps"]
+    assert (plain.width_per_depth, plain.batch_size, plain.lr, plain.eval_n) == (64, 64, 2e-3, 1000)
+    assert plain.train_opts() == {"batch_size": 64, "lr": 2e-3, "seed": 0} and plain.tokenizer_train_opts() is None
+    cpu = load_regime("cpu")
+    swept, regime, steps = resolve_sweep(ScaleConfig(orders=["raster"], regime="cpu", lr=5e-3))
+    assert regime == cpu.resolved() and steps == cpu.tokenizer.steps
+    assert (swept.width_per_depth, swept.batch_size, swept.eval_n) == (32, 64, cpu.evaluation.heldout_n)
+    assert swept.lr == 5e-3  # an explicit option wins over the regime
+    assert swept.train_opts() == {"batch_size": 64, "lr": 5e-3, "seed": 0, "schedule": "wsd", "cooldown": 0.1}
+    assert swept.tokenizer_train_opts() == {"batch_size": 32, "lr": 2e-3}
+    # a sweep without a regime keeps the keys it had before the regime fields existed
+    plan = S.Plan("raster", 1, 64, 1000, 64, 10, 640, 1e9)
+    old_shared = plain.model_dump(mode="json", exclude={"orders", "depths", *S.EVAL_FIELDS, "schedule", "cooldown",
+                                                        "tokenizer_batch", "tokenizer_lr"})  # fmt: skip
+    from dataclasses import asdict
+
+    assert S.train_key(plain, plan, {}) == config_fingerprint({"shared": old_shared, "point": asdict(plan), "context": {}})
+    assert S.train_key(swept, plan, {}) != S.train_key(plain, plan, {})
+
+
+def test_scale_in_a_regime_trains_its_schedule_and_records_it(tiny, tmp_path):
+    _, data = tiny
+    path = tmp_path / "r.toml"
+    path.write_text((Path(__file__).parent / "test_ablate.py").read_text().split('TINY_REGIME = """')[1].split('"""')[0])
+    out = tmp_path / "out"
+    args = ["--dataset", data, "--orders", "raster", "--depths", "1,2,3", "--tokens-per-param", "0.02",
+            "--tokenizer-single", "vq-tiny", "--bootstrap", "20", "--device", "cpu", "--out", str(out),
+            "--regime", str(path), "--set", "train.batch_size=8", "--set", "lr.default=3e-3"]  # fmt: skip
+    r = invoke(*args, "--plan-only")
+    assert r.exit_code == 0 and "raster-d3-w192" in r.output and not out.exists(), r.output  # width 0: 64·d
+    r = invoke(*args, "--width-per-depth", "16")
+    assert r.exit_code == 0, r.output
+    rep = json.loads((out / "scaling.json").read_text())
+    assert rep["regime"]["train"]["batch_size"] == 8 and rep["config"]["lr"] == 3e-3
+    assert rep["config"]["width_per_depth"] == 16 and rep["config"]["schedule"] == "lin0" and rep["config"]["eval_n"] == 1
+    assert json.loads((out / "scale-config.json").read_text())["regime"]["lr"]["default"] == 3e-3
+    assert all(p["images"] == 8 * p["steps"] and p["eval_images"] == 1 for p in rep["points"])
+    for bad in (["--set", "train.batch_size=0"], ["--regime", "nowhere"]):
+        r = invoke(*args, *bad)
+        assert r.exit_code == 2 and "error:" in r.output, (bad, r.output)
+
+
+def test_the_library_call_plans_runs_and_returns_the_fits(tiny, tmp_path):
+    from genorder.executors import LocalExecutor
+    from genorder.experiments.scale import ScaleConfig, ScaleResult, plan_scale, run_scale
+
+    _, data = tiny
+    config = ScaleConfig(dataset=data, orders=["raster"], depths=[1, 2, 3], width_per_depth=16, tokens_per_param=0.02,
+                         batch_size=8, lr=3e-3, eval_n=24, tokenizer_single="vq-tiny", tokenizer_steps=3, bootstrap=20,
+                         device="cpu", out=tmp_path / "out")  # fmt: skip
+    plan = plan_scale(config)
+    assert [p.name for p in plan.plans] == ["raster-d1-w16", "raster-d2-w32", "raster-d3-w48"]
+    assert {plan.status(p) for p in plan.plans} == {"to train"} and not config.out.exists()
+    said: list[str] = []
+    res = run_scale(config, LocalExecutor(1), progress=said.append, plan=plan)
+    assert isinstance(res, ScaleResult) and len(res.points) == 3 and "b" in res.fits["loss"]["raster"]["params"]
+    assert json.loads((config.out / "scaling.json").read_text()) == json.loads(json.dumps(res.data()))
+    assert sum("test loss" in s for s in said) == 3
+    said.clear()
+    again = run_scale(config, progress=said.append)
+    assert sum("already in points.jsonl" in s for s in said) == 3 and again.points == res.points
