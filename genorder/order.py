@@ -27,6 +27,9 @@ never the order's name):
     default (the VAR paper's raster AR baseline declares it);
   * `can_edit(layout, keep)` / `edit(...)`: zero-shot editing (`genorder edit`); `can_edit` returns
     None or the reason this order cannot regenerate the tokens outside `keep` (default: cannot);
+  * `compare_default`: whether `genorder compare` trains this order when no `--orders` is given
+    (built-in orders only; the VAR paper's three declare True, the orders added since declare
+    False, so `compare --orders all` is how every registered order is run);
   * `uses_training_progress`: when True, the trainer calls `set_training_progress(fraction)` with
     the fraction of the budget spent before each `training_batch` (an order whose teacher forcing
     changes over the run, e.g. RAR's annealed permutations); default False, never called.
@@ -105,6 +108,8 @@ class Order(ABC):
     #: docs/RESULTS.md §0.3).
     #: None: the CPU default of `compare` (8e-3). `compare --tune-lr` sweeps instead.
     cpu_lr: float | None = None
+    #: `genorder compare` trains this (built-in) order by default, without --orders
+    compare_default: bool = True
     #: the trainer tells this order the fraction of the budget spent (`set_training_progress`)
     uses_training_progress: bool = False
 

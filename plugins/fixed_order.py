@@ -118,6 +118,7 @@ class FixedPlanOrder(Order):
 
     tokenizer_kind = "single-scale"
     kv_cache_option = "kv_cache"
+    compare_default = False  # an order of the field, run by `compare --orders all`
     num_sources = 1
 
     def plan(self, side: int) -> Plan:

@@ -71,6 +71,7 @@ class RandomAR(Order):
     config: Config
     tokenizer_kind = "single-scale"
     kv_cache_option = "kv_cache"
+    compare_default = False  # an order of the field, run by `compare --orders all`
 
     def check_tokenizer(self, tokenizer) -> None:
         if len(tokenizer.scales) != 1:
