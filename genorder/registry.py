@@ -184,7 +184,7 @@ def builtin_names(kind: str) -> list[str]:
     """Names of `kind` registered by genorder's own built-in plugins (the defaults of `compare`),
     leaving out components that declare `compare_default = False` (e.g. the orders added after the
     VAR paper's three: `compare --orders all` runs them, see `expand_orders`)."""
-    regs, _, builtin = _default()
+    _, _, builtin = _default()
     reg = registry(kind)
     return [
         n for n in reg.names()

@@ -16,6 +16,8 @@ import math
 
 import pytest
 import torch
+from genorder_plugins.maskgit.schedule import halton_order, tokens_per_step
+from genorder_plugins.raster.scans import SCANS, scan_order
 from pydantic import model_validator
 from typer.testing import CliRunner
 
@@ -23,10 +25,13 @@ from genorder import StandardSampler, UserError
 from genorder.generation import make_generator
 from genorder.model import build_model
 from genorder.registry import Entry, builtin_names, expand_orders, registry
-from genorder.testing import TinyCodebookTokenizer, masked_ce, one_thread, tiny_backbone, train_steps
+from genorder.testing import (
+    TinyCodebookTokenizer,
+    one_thread,
+    tiny_backbone,
+    train_steps,
+)
 from genorder.testing.contracts import ORDER_CHECKS
-from genorder_plugins.maskgit.schedule import halton_order, tokens_per_step
-from genorder_plugins.raster.scans import SCANS, scan_order
 
 NEW_ORDERS = ("random-ar", "rar", "nar", "par")
 NUM_CLASSES = 4
@@ -294,8 +299,9 @@ def test_rar_anneals_the_random_probability():
 
 
 def test_the_trainer_tells_rar_its_progress(tmp_path, monkeypatch):
-    from genorder.trainer import TrainConfig, Trainer
     from genorder_plugins.rar import RAR
+
+    from genorder.trainer import TrainConfig, Trainer
 
     seen = []
     monkeypatch.setattr(RAR, "set_training_progress", lambda self, f: seen.append(f))

@@ -19,10 +19,10 @@ block-causal by distance (every earlier step is visible, not only the neighbourh
 from __future__ import annotations
 
 import torch
+from genorder_plugins.fixed_order import FixedPlanOrder, Plan
 from pydantic import Field
 
 from genorder import ComponentConfig
-from genorder_plugins.fixed_order import FixedPlanOrder, Plan
 
 
 def nar_plan(p: int) -> Plan:

@@ -16,10 +16,10 @@ here the learned per-position embedding plays that part.
 from __future__ import annotations
 
 import torch
+from genorder_plugins.fixed_order import FixedPlanOrder, Plan
 from pydantic import Field
 
 from genorder import ComponentConfig, UserError
-from genorder_plugins.fixed_order import FixedPlanOrder, Plan
 
 
 def par_plan(p: int, q: int) -> Plan:

@@ -21,6 +21,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
+from genorder_plugins.raster.scans import scan_order
 from pydantic import Field
 
 from genorder import (
@@ -35,7 +36,6 @@ from genorder import (
     inference,
     sample_step,
 )
-from genorder_plugins.raster.scans import scan_order
 
 from .stem import RandomARStem
 
@@ -105,7 +105,7 @@ class RandomAR(Order):
         return random_orders(batch, length, generator, device)
 
     def training_batch(self, tokens, tokenizer, generator=None) -> TrainBatch:
-        layout = self.layout(tokenizer)
+        self.check_tokenizer(tokenizer)
         if len(tokens) != 1:
             raise ValueError(f"expected one token map, got {len(tokens)}")
         tok_BL = tokens[0]

@@ -16,10 +16,10 @@ on raster order only); the prefix is teacher-forced and the rest sampled.
 from __future__ import annotations
 
 import torch
+from genorder_plugins.random_ar.order import RandomAR, SampleOrder, random_orders
 from pydantic import Field, model_validator
 
 from genorder import TokenLayout
-from genorder_plugins.random_ar.order import RandomAR, SampleOrder, random_orders
 
 
 class RAR(RandomAR):
