@@ -26,7 +26,13 @@ never the order's name):
   * `reference_baseline`: `genorder bench` lists it first and takes speed ratios against it by
     default (the VAR paper's raster AR baseline declares it);
   * `can_edit(layout, keep)` / `edit(...)`: zero-shot editing (`genorder edit`); `can_edit` returns
-    None or the reason this order cannot regenerate the tokens outside `keep` (default: cannot).
+    None or the reason this order cannot regenerate the tokens outside `keep` (default: cannot);
+  * `compare_default`: whether `genorder compare` trains this order when no `--orders` is given
+    (built-in orders only; the VAR paper's three declare True, the orders added since declare
+    False, so `compare --orders all` is how every registered order is run);
+  * `uses_training_progress`: when True, the trainer calls `set_training_progress(fraction)` with
+    the fraction of the budget spent before each `training_batch` (an order whose teacher forcing
+    changes over the run, e.g. RAR's annealed permutations); default False, never called.
 
 The backbone (`genorder.GenModel`), the trainer, the sampler and the budget are shared.
 
@@ -97,6 +103,10 @@ class Order(ABC):
     kv_cache_option: str | None = None
     #: `genorder bench` compares the other orders' speed against this one by default
     reference_baseline: bool = False
+    #: `genorder compare` trains this (built-in) order by default, without --orders
+    compare_default: bool = True
+    #: the trainer tells this order the fraction of the budget spent (`set_training_progress`)
+    uses_training_progress: bool = False
 
     def __init__(self, config: ComponentConfig) -> None:
         self.config = config
@@ -169,6 +179,10 @@ class Order(ABC):
         wherever `keep` is True and generated for class `labels` elsewhere. Only called when
         `can_edit` returned None."""
         raise NotImplementedError(f"{type(self).__name__} cannot edit")
+
+    def set_training_progress(self, fraction: float) -> None:
+        """The fraction in [0, 1] of the training budget spent, given by the trainer before each
+        `training_batch` when `uses_training_progress` is True. Default: ignored."""
 
     def check_tokenizer(self, tokenizer: Tokenizer) -> None:
         """Raise `UserError` when the tokenizer cannot serve this order."""

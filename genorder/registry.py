@@ -181,10 +181,34 @@ def registry(kind: str) -> Registry:
 
 
 def builtin_names(kind: str) -> list[str]:
-    """Names of `kind` registered by genorder's own built-in plugins (the defaults of `compare`)."""
-    regs, _, builtin = _default()
+    """Names of `kind` registered by genorder's own built-in plugins (the defaults of `compare`),
+    leaving out components that declare `compare_default = False` (e.g. the orders added after the
+    VAR paper's three: `compare --orders all` runs them, see `expand_orders`)."""
+    _, _, builtin = _default()
     reg = registry(kind)
-    return [n for n in reg.names() if reg.entries[n].plugin in builtin]
+    return [
+        n for n in reg.names()
+        if reg.entries[n].plugin in builtin and getattr(reg.entries[n].cls, "compare_default", True)
+    ]
+
+
+ALL = "all"
+
+
+def expand_orders(spec: str | None) -> list[str]:
+    """The orders a `--orders` value means: None -> the default ones (`builtin_names`); "all" ->
+    every registered order (built-in and third-party, sorted); otherwise the comma-separated names,
+    each checked against the registry (UserError for an unknown or empty one), duplicates dropped."""
+    if spec is None:
+        return builtin_names("orders")
+    if spec.strip() == ALL:
+        return registry("orders").names()
+    names = [n.strip() for n in spec.split(",")]
+    if not any(names) or not all(names):
+        raise UserError(f"--orders {spec!r}: give comma-separated order names, or {ALL!r}")
+    for n in names:
+        registry("orders").get(n)  # unknown -> UserError naming the available ones
+    return list(dict.fromkeys(names))
 
 
 def plugin_problems() -> list[PluginProblem]:

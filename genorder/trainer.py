@@ -293,6 +293,8 @@ class Trainer:
         images, labels = self._batch(step)
         with torch.no_grad():
             tokens = self.tokenizer.encode(images)
+        if self.order.uses_training_progress:  # a declared capability (Order.set_training_progress)
+            self.order.set_training_progress(self.tracker.fraction() if fraction is None else fraction)
         batch = self.order.training_batch(tokens, self.tokenizer, g)
         drop = (torch.rand(cfg.batch_size, generator=g) < cfg.label_drop)[self.world.rank :: self.world.size]
         labels = torch.where(drop.to(labels.device), torch.full_like(labels, model.null_class), labels)

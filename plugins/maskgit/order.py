@@ -5,7 +5,11 @@ Training: per sample a mask ratio r = cos(pi/2 * u), u ~ U(0, 1), masks round(r 
 Sampling (`Config.steps` = T): everything starts masked; each step is one full bidirectional
 forward (no KV cache), tokens are sampled for every position, and the `tokens_per_step[t]` most
 confident new ones are fixed (confidence = log p + annealed Gumbel noise; fixed tokens have +inf and
-are never re-masked), or, with `unmask_order = "halton"`, the next positions of a 2-D Halton order.
+are never re-masked), or, with `unmask_order = "halton"`, the next positions of a 2-D Halton order
+(Halton-MaskGIT: no confidence, no retraining), or, with `unmask_order = "random"`, the next positions
+of a random permutation drawn per sample at the start (no confidence). The option is also accepted
+as `order` (`order = confidence | random | halton`). `unmask_order = "random"` with `steps` = L (one
+token per step) is MAR's "random order, bidirectional" row (arXiv 2406.11838, Tab. 1).
 Editing: the kept tokens start fixed (confidence +inf) and the rest is decoded by the same loop.
 """
 
@@ -14,7 +18,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from pydantic import Field
+from pydantic import AliasChoices, Field
 
 from genorder.config import ComponentConfig
 from genorder.errors import UserError
@@ -28,16 +32,18 @@ from .stem import MaskGITStem
 
 
 class MaskGIT(Order):
-    """Masked parallel decoding over a single-scale tokenizer."""
+    """Masked parallel decoding over a single-scale tokenizer; unmasks by confidence, in a random order or in a 2-D Halton order (option order = confidence | random | halton)."""
 
     class Config(ComponentConfig):
         steps: int = Field(8, ge=1, description="sampling steps T (one full forward each)")
         choice_temperature: float = Field(
             4.5, ge=0.0, description="Gumbel noise on the confidence, annealed linearly to 0"
         )
-        unmask_order: Literal["confidence", "halton"] = Field(
+        unmask_order: Literal["confidence", "random", "halton"] = Field(
             "confidence",
-            description="positions fixed per step: most confident, or next in a 2-D Halton order",
+            validation_alias=AliasChoices("unmask_order", "order"),
+            description="positions fixed per step: most confident, next of a random permutation per "
+            "sample, or next in a 2-D Halton order (also accepted as `order`)",
         )
 
     config: Config
@@ -124,12 +130,19 @@ class MaskGIT(Order):
         if self.config.unmask_order == "halton":
             halton_L = halton_order(layout.scales[0], layout.scales[0]).to(dev)
             halton_L = halton_L[~fixed_BL[0, halton_L]]
+        random_BL = None  # (B, unknown) free positions in a random order per sample, for "random"
+        if self.config.unmask_order == "random":
+            scores_BL = torch.rand(B, L, generator=generator, device=dev).masked_fill(fixed_BL, 2.0)
+            random_BL = scores_BL.argsort(dim=1)[:, :unknown]  # fixed positions sort last
         first = done
         for t in range(T):
             logits = model(double(ids_BL, sampler), lab, start=0)[:, 1:]  # (B2, L, V)
             sampled_BL, guided_BLV = sample_step(sampler, logits, B, t, T, generator)
             sampled_BL = torch.where(fixed_BL, ids_BL, sampled_BL)
-            if halton_L is None:
+            if random_BL is not None:
+                new_fixed_BL = fixed_BL.clone()
+                new_fixed_BL.scatter_(1, random_BL[:, done - first : done - first + counts[t]], True)
+            elif halton_L is None:
                 logp_BLV = guided_BLV.log_softmax(dim=-1)
                 logp_BL = logp_BLV.gather(-1, sampled_BL[..., None]).squeeze(-1)
                 temp = self.config.choice_temperature * (1.0 - (t + 1) / T)

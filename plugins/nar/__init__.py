@@ -1,0 +1,10 @@
+"""The NAR plugin: next-neighbour autoregression."""
+
+from genorder import hookimpl
+
+from .order import NAR
+
+
+@hookimpl
+def register_orders(register):
+    register("nar", NAR)

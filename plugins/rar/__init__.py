@@ -1,0 +1,10 @@
+"""The RAR plugin: randomness-annealed autoregression."""
+
+from genorder import hookimpl
+
+from .order import RAR
+
+
+@hookimpl
+def register_orders(register):
+    register("rar", RAR)
