@@ -71,7 +71,11 @@ class Classifier(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """images (B, C, H, W) float in [-1, 1] -> logits (B, K)."""
-        return self.head[2](self.penultimate(images))  # (B, K)
+        return self.logits_from_penultimate(self.penultimate(images))  # (B, K)
+
+    def logits_from_penultimate(self, feats_BH: torch.Tensor) -> torch.Tensor:
+        """The last layer alone: penultimate features (B, hidden) -> logits (B, K)."""
+        return self.head[2](feats_BH)
 
     def penultimate(self, images: torch.Tensor) -> torch.Tensor:
         """images (B, C, H, W) float in [-1, 1] -> the penultimate layer (B, hidden): the MLP's

@@ -41,7 +41,7 @@ def test_features_are_the_penultimate_layer_and_deterministic():
     assert torch.equal(f, classifier_features(clf, images, batch_size=64))
     with torch.no_grad():
         logits = clf(images.float().div(127.5).sub(1))
-    torch.testing.assert_close(clf.head[2](f), logits, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(clf.logits_from_penultimate(f), logits, rtol=1e-5, atol=1e-5)
 
 
 def test_fd_with_itself_is_zero_and_grows_with_a_planted_shift():
