@@ -40,3 +40,21 @@ def paired_design(num_classes: int, n: int, seed: int = 0) -> tuple[torch.Tensor
     labels = torch.arange(n, dtype=torch.int64) % num_classes
     seeds = torch.tensor([sample_seed(seed, i) for i in range(n)], dtype=torch.int64)
     return labels, seeds
+
+
+def label_matched_split(labels: torch.Tensor, num_classes: int, arms: int, seeds: int, per_seed: int,
+                        generator: torch.Generator) -> torch.Tensor:
+    """Indices (arms, seeds, per_seed) into a pool of samples with `labels` (M,), drawn without
+    replacement, such that slot i of every arm and seed holds a sample of class i mod K: the pool
+    split into label-matched seed sets, the paired design of an A/A test at no training cost."""
+    if per_seed % num_classes:
+        raise UserError(f"per_seed ({per_seed}) must be a multiple of the {num_classes} classes")
+    per_class = arms * seeds * per_seed // num_classes
+    cols = []
+    for k in range(num_classes):
+        idx = torch.nonzero(labels == k)[:, 0]
+        if len(idx) < per_class:
+            raise UserError(f"class {k}: the pool has {len(idx)} samples, the split needs {per_class}")
+        cols.append(idx[torch.randperm(len(idx), generator=generator)[:per_class]])
+    take = torch.stack(cols, dim=1)  # (per_class, K): column k holds class k
+    return take.reshape(arms, seeds, per_seed // num_classes, num_classes).reshape(arms, seeds, per_seed)

@@ -18,13 +18,13 @@ import torch
 from genorder import StandardSampler
 from genorder.classifier import ClassifierConfig, train_classifier
 from genorder.classifier_fd import FrechetToReference, classifier_features
+from genorder.errors import UserError
 from genorder.images import to_uint8
 from genorder.model import build_model
-from genorder.paired import paired_design, sample_seed
+from genorder.paired import label_matched_split, paired_design, sample_seed
 from genorder.quality import PairedProbe
 from genorder.registry import registry
 from genorder.sampling import generate_indexed
-from genorder.stats import paired_difference, paired_set_difference
 from genorder.testing import (
     TinyCodebookTokenizer,
     masked_ce,
@@ -32,6 +32,7 @@ from genorder.testing import (
     tensor_dataset,
     tiny_backbone,
 )
+from genorder.validation import aa_check, planted_check, score_design
 
 K = 4
 NOISE = 6  # token noise: classes overlap, so the classifier scores about 74% on real data
@@ -127,43 +128,38 @@ def test_probe_per_sample_results_do_not_depend_on_the_batch_size(regime):
     assert len(a.summary()["correct"]) == 200
 
 
-def _scores(regime, n: int, seed: int, temperature: float = 1.0):
+def _score(regime, n: int, seed: int, temperature: float = 1.0):
     order, tok, model, clf, *_ = regime
-    labels, seeds = paired_design(K, n, seed)
-    images = to_uint8(generate_indexed(order, model, tok, labels, seeds, _sampler(temperature), block=50))
-    feats = classifier_features(clf, images)
-    correct = clf.logits_from_penultimate(feats).argmax(1) == labels
-    return labels, correct.double(), feats
+    return score_design(order, tok, model, clf, _sampler(temperature), n, seed, block=50)
+
+
+def test_label_matched_split_pairs_labels_without_replacement():
+    labels = paired_design(K, 400, 0)[0]
+    idx = label_matched_split(labels, K, 2, 3, 20, torch.Generator().manual_seed(0))
+    assert idx.shape == (2, 3, 20) and len(set(idx.flatten().tolist())) == 120
+    assert torch.equal(labels[idx][0], labels[idx][1])  # arm A and arm B: the same label per slot
+    assert torch.equal(labels[idx][0, 0], torch.arange(20) % K)
+    with pytest.raises(UserError, match="pool"):
+        label_matched_split(labels, K, 2, 3, 100, torch.Generator())
 
 
 def test_a_a_on_generated_samples_covers_zero_in_about_95_percent(regime):
-    """One model's 2,400 samples (about 70% correct), resampled into two arms of 3 seed sets of 100 (paired by label)
-    per replicate pair; 40 pairs. Expected coverage 95%: 38 of 40, binomial sd 1.4."""
-    labels, correct, feats = _scores(regime, 2400, seed=10)
+    """One model's 2,400 samples (about 70% correct), resampled into two arms of 3 seed sets of 100
+    (paired by label) per replicate pair; 40 pairs. Expected coverage 95%: 38 of 40, binomial sd
+    1.4; the test allows 34."""
     real = FrechetToReference(classifier_features(regime[3], regime[5]))
-    by_class = [torch.nonzero(labels == k)[:, 0] for k in range(K)]  # 600 indices per class
-    g = torch.Generator().manual_seed(0)
-    S, N = 3, 100
-    pairs, cover_acc, cover_fd = 40, 0, 0
-    for r in range(pairs):
-        perm = [idx[torch.randperm(len(idx), generator=g)] for idx in by_class]
-        per_class = 2 * S * N // K  # 150 of each class per replicate pair
-        take = torch.stack([p[:per_class] for p in perm], dim=1)  # (150, K): column k holds class k
-        slots = take.reshape(2, S, N // K, K).reshape(2, S, N)  # slot i has label i mod K in both arms
-        a, b = slots[0], slots[1]
-        cover_acc += paired_difference(correct[a], correct[b]).diff.covers(0.0)
-        cmp = paired_set_difference([feats[i] for i in a], [feats[i] for i in b], real, reps=30, seed=r)
-        cover_fd += cmp.diff.covers(0.0)
-    assert cover_acc >= 34, f"A/A class accuracy: the interval covered 0 in {cover_acc} of {pairs}"
-    assert cover_fd >= 34, f"A/A classifier FD: the interval covered 0 in {cover_fd} of {pairs}"
+    out = aa_check(_score(regime, 2400, seed=10), real, num_classes=K, seeds=3, per_seed=100, pairs=40)
+    for metric, m in out["metrics"].items():
+        assert m["covered"] >= 34, f"A/A {metric}: the interval covered 0 in {m['covered']} of 40"
+    assert out["pool"] == 2400 and out["binomial_se"] == pytest.approx(math.sqrt(0.05 * 0.95 / 40))
 
 
 def test_planted_effect_temperature_1_against_1_6_is_detected(regime):
     real = FrechetToReference(classifier_features(regime[3], regime[5]))
-    cold = [_scores(regime, 600, seed=s, temperature=1.0) for s in range(5)]
-    hot = [_scores(regime, 600, seed=s, temperature=1.6) for s in range(5)]  # same labels and seeds
+    cold = [_score(regime, 600, seed=s, temperature=1.0) for s in range(5)]
+    hot = [_score(regime, 600, seed=s, temperature=1.6) for s in range(5)]  # same labels and seeds
     assert all(torch.equal(c[0], h[0]) for c, h in zip(cold, hot, strict=True))
-    acc = paired_difference(torch.stack([c[1] for c in cold]), torch.stack([h[1] for h in hot]), metric="class_acc")
-    assert acc.verdict == "better", acc.as_dict()
-    fd = paired_set_difference([c[2] for c in cold], [h[2] for h in hot], real, reps=50, metric="classifier_fd")
-    assert fd.verdict == "better", fd.as_dict()  # lower FD at temperature 1.0
+    out = planted_check(cold, hot, real)
+    assert out["class_acc"]["verdict"] == "better", out["class_acc"]
+    assert out["classifier_fd"]["verdict"] == "better", out["classifier_fd"]  # lower FD at temperature 1.0
+    assert out["class_acc"]["diff"]["estimate"] > out["class_acc"]["mdd"]
