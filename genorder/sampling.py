@@ -55,8 +55,8 @@ def generate_indexed(
     blocks of `block` consecutive indices [j * block, (j + 1) * block), block j from a generator
     seeded with the seed of its first sample: a prefix of a design whose length is a multiple of
     `block` gives the same images as the whole design, and two orders given the same design and block get the same labels and seeds.
-    block = 1 gives every image its own generator (exactly per-sample, at batch-1 sampling speed:
-    on a CPU raster AR is about 20x slower an image than at batch 100). Every design compared
+    block = 1 gives every image its own generator (exactly per-sample, at batch-1 sampling speed,
+    which for a token-by-token order on a CPU is many times slower an image). Every design compared
     against another must use the same block."""
     if block < 1:
         raise UserError(f"block must be >= 1, got {block}")

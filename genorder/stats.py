@@ -251,6 +251,16 @@ def hierarchical_mean(values_SN: Any, *, reps: int | None = None, seed: int = 0,
     return combine(x.mean(dim=1), _within_means(x, reps, g), N, level=level, scope=scope)
 
 
+def per_class_intervals(values_SN: Any, labels_N: Any, num_classes: int, **kw: Any) -> list[Interval | None]:
+    """One `hierarchical_mean` per class: the columns of `values_SN` (S, N) whose label in the
+    shared design `labels_N` (N,) is k (None for a class with no sample); `kw` as for it."""
+    x = _as_SN(values_SN)
+    labels = torch.as_tensor(labels_N)
+    if labels.shape != (x.shape[1],):
+        raise UserError(f"labels must be ({x.shape[1]},) for values of shape {tuple(x.shape)}, got {tuple(labels.shape)}")
+    return [hierarchical_mean(x[:, labels == k], **kw) if bool((labels == k).any()) else None for k in range(num_classes)]
+
+
 def set_interval(sets: Sequence[torch.Tensor], statistic: SetStatistic, *, reps: int = 200, seed: int = 0,
                  level: float = 0.95, scope: Scope = "seeds", chunk: int = 8) -> Interval:
     """Interval of a set-level metric (a Fréchet distance, ...) averaged over seeds: `sets[s]` is

@@ -19,6 +19,7 @@ from genorder.stats import (
     minimum_detectable,
     paired_difference,
     paired_set_difference,
+    per_class_intervals,
     set_interval,
     t_quantile,
 )
@@ -182,3 +183,16 @@ def test_deterministic_given_the_seed_and_bad_input_is_refused():
         combine(torch.zeros(2), torch.zeros(5, 2), 10, scope="all")  # type: ignore[arg-type]
     with pytest.raises(UserError, match="same number of seeds"):
         paired_set_difference(s, s[:2], _mean_stat)
+
+
+def test_per_class_intervals_cover_each_class_accuracy():
+    g = torch.Generator().manual_seed(9)
+    labels = torch.arange(1000) % 4
+    p_k = torch.tensor([0.9, 0.7, 0.5, 0.8], dtype=torch.float64)
+    x = (torch.rand(3, 1000, generator=g, dtype=torch.float64) < p_k[labels]).double()
+    cis = per_class_intervals(x, labels, 5)
+    assert cis[4] is None and all(ci.n_per_seed == 250 and ci.n_seeds == 3 for ci in cis[:4])
+    assert [round(ci.estimate, 1) for ci in cis[:4]] == [0.9, 0.7, 0.5, 0.8]
+    assert cis[0].estimate == pytest.approx(float(x[:, labels == 0].mean()))
+    with pytest.raises(UserError, match="labels"):
+        per_class_intervals(x, labels[:10], 4)
