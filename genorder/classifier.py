@@ -71,12 +71,22 @@ class Classifier(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """images (B, C, H, W) float in [-1, 1] -> logits (B, K)."""
+        return self.logits_from_penultimate(self.penultimate(images))  # (B, K)
+
+    def logits_from_penultimate(self, feats_BH: torch.Tensor) -> torch.Tensor:
+        """The last layer alone: penultimate features (B, hidden) -> logits (B, K)."""
+        return self.head[2](feats_BH)
+
+    def penultimate(self, images: torch.Tensor) -> torch.Tensor:
+        """images (B, C, H, W) float in [-1, 1] -> the penultimate layer (B, hidden): the MLP's
+        hidden units after ReLU, the feature space of `genorder.classifier_fd`. (`self.features` is
+        the conv trunk's module, so this method has another name.)"""
         if images.shape[1] != self.channels:
             raise UserError(f"the classifier takes {self.channels}-channel images, got {images.shape[1]}")
         if images.shape[-2:] != (self.image_size, self.image_size):
             images = F.interpolate(images, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
         h = self.features(images)  # (B, 2w, p, p)
-        return self.head(rearrange(h, "b c h w -> b (c h w)"))  # (B, K)
+        return self.head[1](self.head[0](rearrange(h, "b c h w -> b (c h w)")))  # (B, hidden)
 
     @torch.no_grad()
     def predict(self, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
