@@ -292,6 +292,8 @@ def _train_locked(order_name, order, out: Path, lock: RunLock, w, device, bb, bu
     # the sample grid every run ends with: one row per class
     from genorder.runs import Run
 
+    if trainer.sharded and w.size > 1:  # FSDP: rank 0 samples from the consolidated weights the last save published
+        model = load_run(out, device).model
     run = Run(out, order, order_name, tokenizer, model.eval(), meta)
     if samples_per_class > 0:  # 0: no grid (library callers that sample elsewhere)
         labels = class_balanced_labels(ds.num_classes, ds.num_classes * samples_per_class)
@@ -354,6 +356,10 @@ def train(
     config: Annotated[Optional[Path], Opt(help="TOML with [order] [backbone] [train] [budget] [sampler] [tokenizer] sections")] = None,
     set_: Annotated[Optional[list[str]], Opt("--set", help="override: section.key=value, e.g. tokenizer.vocab_size=512 (repeatable)")] = None,
     checkpoint_every: Annotated[Optional[int], Opt(help="steps between checkpoints (default 200; also on Ctrl-C/SIGTERM and at the end)")] = None,
+    parallel: Annotated[Optional[str], Opt(help="under torchrun: ddp (default) or fsdp (sharded, FSDP2; sharded DCP checkpoints)")] = None,
+    fsdp_param_dtype: Annotated[Optional[str], Opt(help="fsdp: dtype of the gathered weights, fp32 or bf16")] = None,
+    fsdp_reduce_dtype: Annotated[Optional[str], Opt(help="fsdp: dtype of the gradient reductions, fp32 or bf16")] = None,
+    activation_checkpointing: Annotated[Optional[bool], Opt("--activation-checkpointing/--no-activation-checkpointing", help="recompute each block's activations in the backward")] = None,
 ) -> None:
     """Train one order under a budget; writes checkpoints, log.jsonl, samples.png and summary.json.
 
@@ -373,7 +379,9 @@ def train(
             tokenizer_minutes=tokenizer_minutes, depth=d,
             budget=budget, sections=sections, backbone_opts={"adaln": adaln, "qk_norm": qk_norm},
             train_opts={"batch_size": batch_size, "lr": lr, "seed": seed, "device": device,
-                        "checkpoint_every": checkpoint_every},
+                        "checkpoint_every": checkpoint_every,
+                        "parallel": _parallel_opts(sections, parallel, fsdp_param_dtype, fsdp_reduce_dtype,
+                                                   activation_checkpointing)},
             sampler_opts={"cfg": cfg, "top_k": top_k}, resume=resume, image_size=image_size,
             resume_hint=resume_command(sys.argv),
         )
@@ -390,6 +398,17 @@ def train(
         f"{s['flops'] / 1e12:.2f} TFLOP, {s['seconds']:.0f} s · loss {summary['last'].get('loss', float('nan')):.3f} "
         f"· grid {out / 'samples.png'}"
     )
+
+
+def _parallel_opts(sections: dict, mode, param_dtype, reduce_dtype, checkpointing) -> dict | None:
+    """train.parallel from `[train.parallel]` in the config and the CLI options (None: unset)."""
+    given = {"mode": mode, "param_dtype": param_dtype, "reduce_dtype": reduce_dtype,
+             "activation_checkpointing": checkpointing}  # fmt: skip
+    given = {k: v for k, v in given.items() if v is not None}
+    if not given:
+        return None
+    base = sections.get("train", {}).get("parallel")
+    return {**(base if isinstance(base, dict) else {}), **given}
 
 
 @app.command("sample")
