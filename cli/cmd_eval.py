@@ -180,7 +180,7 @@ def reconstruct(tokenizer, images_uint8: torch.Tensor, device: torch.device, bat
     return torch.cat(out)
 
 
-def _eval_ref_batch(samples: Path, ref_batch: Path, extractor: str, dev, batch_size: int, n: int, out):
+def _eval_ref_batch(samples: Path, ref_batch: Path, extractor: str, dev, batch_size: int, out):
     """--samples NPZ --ref-batch REF: FID (and precision/recall when REF has images) as ADM's
     evaluator computes it, in the same Inception pool3 space (docs/EVAL.md)."""
     from genorder.adm import read_reference, read_samples
@@ -190,7 +190,7 @@ def _eval_ref_batch(samples: Path, ref_batch: Path, extractor: str, dev, batch_s
         raise UserError(f"--samples: {samples} not found")
     images, _ = read_samples(samples)
     ref = read_reference(ref_batch)
-    fake = torch.from_numpy(images[:n] if n < len(images) else images)
+    fake = torch.from_numpy(images)  # every sample (the protocol scores all 50,000; --n does not apply)
     with progress_bar("sample features", total=len(fake)) as update:
         m = fid_against_reference(fake, ref.mu, ref.sigma, None if ref.images is None else torch.from_numpy(ref.images),
                                   extractor=extractor, device=dev, batch_size=batch_size,
@@ -275,7 +275,7 @@ def eval_cmd(
         path = out or run / "eval.json"
         title = f"{run} · {r.order_name} · {n} samples, seed {seed}"
     elif samples is not None and ref_batch is not None:
-        rec, path, title = _eval_ref_batch(samples, ref_batch, extractor, dev, batch_size, n, out)
+        rec, path, title = _eval_ref_batch(samples, ref_batch, extractor, dev, batch_size, out)
     elif samples is not None:
         if not samples.is_file():
             raise UserError(f"--samples: {samples} not found")

@@ -16,7 +16,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "gpu_results.sh"
 PARTS = ["wheels", "install", "speed-eager", "speed-raster-compiled", "speed-tokens", "train-step",
-         "speed-compiled", "raster-nocache", "gpu-tests"]  # fmt: skip
+         "speed-compiled", "raster-nocache", "fid-5k", "gpu-tests"]  # fmt: skip
 
 
 def run_script(out: Path, *args: str, budget: int | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
