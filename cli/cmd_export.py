@@ -6,10 +6,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from genorder_cli.app import app, console, guarded
 
 from genorder.dcp import export_run
 from genorder.lock import RunLock
-from genorder_cli.app import app, console, guarded
 
 
 @app.command("export")

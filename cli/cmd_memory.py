@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
+from genorder_cli.app import app, console, guarded
 from rich.table import Table
 
 from genorder.errors import UserError
 from genorder.memory import GIB, estimate, var_shape
-from genorder_cli.app import app, console, guarded
 
 Opt = typer.Option
 
@@ -17,7 +17,7 @@ Opt = typer.Option
 @app.command("memory")
 @guarded
 def memory(
-    depth: Annotated[Optional[list[int]], Opt(help="VAR depth(s) d (width 64·d); repeatable (default 16 20 24 30)")] = None,
+    depth: Annotated[list[int] | None, Opt(help="VAR depth(s) d (width 64·d); repeatable (default 16 20 24 30)")] = None,
     batch_size: Annotated[int, Opt(help="global batch (split over --gpus)")] = 256,
     gpus: Annotated[int, Opt(help="GPUs W")] = 8,
     gpu_memory: Annotated[float, Opt(help="memory per GPU in GiB (H100: 80)")] = 80.0,

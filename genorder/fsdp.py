@@ -33,8 +33,8 @@ import warnings
 from typing import Literal
 
 import torch
-import torch.nn as nn
 from pydantic import Field
+from torch import nn
 
 from genorder.config import ComponentConfig
 from genorder.distributed import World

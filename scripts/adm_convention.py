@@ -27,12 +27,18 @@ import torch
 import torch.nn.functional as F
 
 from genorder.data import render_shapes
-from genorder.metrics import INCEPTION, feature_stats, frechet_distance, interpolate_bilinear_2d_like_tensorflow1x, make_extractor
+from genorder.metrics import (
+    INCEPTION,
+    feature_stats,
+    frechet_distance,
+    interpolate_bilinear_2d_like_tensorflow1x,
+    make_extractor,
+)
 
 
 def tf1_legacy_bilinear(x_NCHW: np.ndarray, out: int) -> np.ndarray:
     """TF1 ResizeBilinear, align_corners=False, half_pixel_centers=False, in float64."""
-    n, c, h, w = x_NCHW.shape
+    h, w = x_NCHW.shape[2:]
     ys, xs = np.arange(out) * (h / out), np.arange(out) * (w / out)
     y0, x0 = np.floor(ys).astype(int), np.floor(xs).astype(int)
     y1, x1 = np.minimum(y0 + 1, h - 1), np.minimum(x0 + 1, w - 1)

@@ -18,8 +18,9 @@ from genorder.sampling import chunks, image_seed
 
 pytest.importorskip("torch_fidelity")
 
-from genorder import metrics  # noqa: E402
-from genorder_cli.main import app  # noqa: E402
+from genorder_cli.main import app
+
+from genorder import metrics
 
 runner = CliRunner()
 

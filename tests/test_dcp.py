@@ -84,7 +84,7 @@ def test_kill9_during_a_sharded_save_resumes_from_the_last_complete_set(lab):
         if caught:
             break
     assert caught, "no kill landed while a sharded set was being written"
-    (step, d), = committed_checkpoints(target)
+    ((step, _),) = committed_checkpoints(target)
     assert latest_checkpoint(target)[1]["step"] == step < 4  # the complete set, verified
     assert _writing(target)  # the half-written one is still there
     r = run([*FSDP, "--steps", "4", "--checkpoint-every", "1", "--out", "runs/killed", "--resume"], lab, procs=2)
