@@ -209,7 +209,7 @@ def eval_cmd(
     run: Annotated[Optional[Path], Opt(help="run directory: score n generated samples")] = None,
     tokenizer: Annotated[Optional[Path], Opt(help="tokenizer checkpoint (file, or a tokenizer / run folder): reconstruction FID and PSNR; with --run: decode the samples with it instead of the run's copy")] = None,
     samples: Annotated[Optional[Path], Opt(help="a uint8 .npz of samples: ADM's arr_0 (N, H, W, 3) from `genorder sample --npz`, or 'images' (N, C, H, W)")] = None,
-    ref_batch: Annotated[Optional[Path], Opt(help="with --samples: an ADM reference batch .npz (mu/sigma and/or arr_0), e.g. VIRTUAL_imagenet256_labeled.npz: the papers' FID")] = None,
+    ref_batch: Annotated[Optional[Path], Opt(help="with --samples: an ADM reference batch .npz (mu/sigma and/or arr_0), e.g. VIRTUAL_imagenet256_labeled.npz: the papers' FID of every sample (--n does not apply; docs/EVAL.md)")] = None,
     dataset: Annotated[Optional[str], Opt(help="reference dataset for --tokenizer/--samples (a run knows its own)")] = None,
     n: Annotated[int, Opt(help="images to generate / reconstruct")] = 1000,
     seed: Annotated[int, Opt(help="sampling seed")] = 0,
@@ -248,7 +248,7 @@ def eval_cmd(
     check_extractor(extractor)
     from genorder.metrics import small_n_warnings
 
-    warnings = small_n_warnings(n, ref_n)
+    warnings = [] if ref_batch is not None else small_n_warnings(n, ref_n)  # --ref-batch: no KID, n does not apply
     for line in warnings:
         err_console.print(f"[yellow]warning:[/yellow] {line}", highlight=False, soft_wrap=True)
     dev = resolve_device(device)

@@ -14,7 +14,7 @@ script measures what can be measured:
    and the same network fed with PyTorch's half-pixel bilinear resize, and with an antialiased one
    (the conventions other evaluators use), on the same images.
 
-    python scripts/adm_convention.py [--n 64] [--size 256]
+    python scripts/adm_convention.py [--n 24] [--size 256]
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def tf1_legacy_bilinear(x_NCHW: np.ndarray, out: int) -> np.ndarray:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--n", type=int, default=64)
+    ap.add_argument("--n", type=int, default=24)
     ap.add_argument("--size", type=int, default=256)
     a = ap.parse_args()
     images, _ = render_shapes(a.n, a.size, seed=0)  # uint8 (n, 3, size, size)

@@ -19,7 +19,7 @@ PARTS = ["wheels", "install", "speed-eager", "speed-raster-compiled", "speed-tok
          "speed-compiled", "raster-nocache", "fid-5k", "gpu-tests"]  # fmt: skip
 
 
-def run_script(out: Path, *args: str, budget: int | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+def run_script(out: Path, *args: str, budget: int | None = None, timeout: int = 400) -> subprocess.CompletedProcess:
     env = {**os.environ, "OUT": str(out), "PYTHON": sys.executable}
     env.pop("GENORDER_CACHE_DIR", None)
     wheels = ROOT / ".whl"
