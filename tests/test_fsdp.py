@@ -30,7 +30,7 @@ def run(args: list[str], cwd: Path, procs: int = 1) -> subprocess.CompletedProce
     else:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={procs}",
                GENORDER, *args]  # fmt: skip
-    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run(cmd, check=False, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 
 
 def make_lab(d: Path) -> Path:
