@@ -180,12 +180,36 @@ def reconstruct(tokenizer, images_uint8: torch.Tensor, device: torch.device, bat
     return torch.cat(out)
 
 
+def _eval_ref_batch(samples: Path, ref_batch: Path, extractor: str, dev, batch_size: int, out):
+    """--samples NPZ --ref-batch REF: FID (and precision/recall when REF has images) as ADM's
+    evaluator computes it, in the same Inception pool3 space (docs/EVAL.md)."""
+    from genorder.adm import read_reference, read_samples
+    from genorder.metrics import fid_against_reference
+
+    if not samples.is_file():
+        raise UserError(f"--samples: {samples} not found")
+    images, _ = read_samples(samples)
+    ref = read_reference(ref_batch)
+    fake = torch.from_numpy(images)  # every sample (the protocol scores all 50,000; --n does not apply)
+    with progress_bar("sample features", total=len(fake)) as update:
+        m = fid_against_reference(fake, ref.mu, ref.sigma, None if ref.images is None else torch.from_numpy(ref.images),
+                                  extractor=extractor, device=dev, batch_size=batch_size,
+                                  progress=lambda d, t: update(d, t))  # fmt: skip
+    rec = record("samples-ref-batch", m, samples=str(samples), ref_batch=str(ref_batch), n=len(fake), device=str(dev),
+                 scoring_seconds=m["seconds"])  # fmt: skip
+    rec["metrics"].update({k: m[k] for k in ("fid_source", "fid_from_images", "sfid", "sfid_reason") if k in m})
+    rec["reference"] = {"n": m.get("n_ref_images", "mu/sigma"), "dataset": f"ADM reference batch {ref_batch.name}",
+                        "statistics": "mu/sigma" if ref.mu is not None else "from its images"}  # fmt: skip
+    return rec, out or samples.with_suffix(".eval.json"), f"{samples} · {len(fake)} images vs {ref_batch}"
+
+
 @app.command("eval")
 @guarded
 def eval_cmd(
     run: Annotated[Optional[Path], Opt(help="run directory: score n generated samples")] = None,
     tokenizer: Annotated[Optional[Path], Opt(help="tokenizer checkpoint (file, or a tokenizer / run folder): reconstruction FID and PSNR; with --run: decode the samples with it instead of the run's copy")] = None,
-    samples: Annotated[Optional[Path], Opt(help="a uint8 .npz from `genorder sample --npz` (array 'images')")] = None,
+    samples: Annotated[Optional[Path], Opt(help="a uint8 .npz of samples: ADM's arr_0 (N, H, W, 3) from `genorder sample --npz`, or 'images' (N, C, H, W)")] = None,
+    ref_batch: Annotated[Optional[Path], Opt(help="with --samples: an ADM reference batch .npz (mu/sigma and/or arr_0), e.g. VIRTUAL_imagenet256_labeled.npz: the papers' FID of every sample (--n does not apply; docs/EVAL.md)")] = None,
     dataset: Annotated[Optional[str], Opt(help="reference dataset for --tokenizer/--samples (a run knows its own)")] = None,
     n: Annotated[int, Opt(help="images to generate / reconstruct")] = 1000,
     seed: Annotated[int, Opt(help="sampling seed")] = 0,
@@ -213,6 +237,8 @@ def eval_cmd(
     given = [x for x in (run, tokenizer if run is None else None, samples) if x is not None]
     if len(given) != 1:
         raise UserError("give exactly one of --run DIR, --tokenizer CKPT, --samples NPZ")
+    if ref_batch is not None and samples is None:
+        raise UserError("--ref-batch scores a --samples NPZ; give --samples")
     if n < 2:
         raise UserError(f"--n must be at least 2, got {n}")
     if bootstrap < 0:
@@ -222,7 +248,7 @@ def eval_cmd(
     check_extractor(extractor)
     from genorder.metrics import small_n_warnings
 
-    warnings = small_n_warnings(n, ref_n)
+    warnings = [] if ref_batch is not None else small_n_warnings(n, ref_n)  # --ref-batch: no KID, n does not apply
     for line in warnings:
         err_console.print(f"[yellow]warning:[/yellow] {line}", highlight=False, soft_wrap=True)
     dev = resolve_device(device)
@@ -248,6 +274,8 @@ def eval_cmd(
                      device=str(dev), sampling_seconds=t_sample, scoring_seconds=m["seconds"])  # fmt: skip
         path = out or run / "eval.json"
         title = f"{run} · {r.order_name} · {n} samples, seed {seed}"
+    elif samples is not None and ref_batch is not None:
+        rec, path, title = _eval_ref_batch(samples, ref_batch, extractor, dev, batch_size, out)
     elif samples is not None:
         if not samples.is_file():
             raise UserError(f"--samples: {samples} not found")

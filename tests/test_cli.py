@@ -68,12 +68,12 @@ def test_train_sample_runs_end_to_end(tmp_path):
     assert r.exit_code == 0, r.output
     assert (run / "samples-seed3.png").is_file()
     with np.load(tmp_path / "s.npz") as z:
-        assert z["images"].shape == (2 * len(SHAPE_CLASSES), 3, 16, 16) and z["images"].dtype == np.uint8
-        first = z["images"].copy()
+        assert z["arr_0"].shape == (2 * len(SHAPE_CLASSES), 16, 16, 3) and z["arr_0"].dtype == np.uint8  # ADM: NHWC
+        first = z["arr_0"].copy()
     assert invoke("sample", "--run", "runs/ns", "--per-class", "2", "--cfg", "2", "--top-k", "5", "--seed", "3",
                   "--npz", "s2.npz").exit_code == 0  # fmt: skip
     with np.load(tmp_path / "s2.npz") as z:
-        assert np.array_equal(z["images"], first)  # same seed, same samples
+        assert np.array_equal(z["arr_0"], first)  # same seed, same samples
 
     r = invoke("runs", "runs")
     assert r.exit_code == 0 and "next-scale" in r.output

@@ -77,3 +77,25 @@ def test_a_tokenizer_is_not_trained_under_torchrun(workdir):
     assert r.returncode != 0
     assert "under torchrun, train it first in one process" in " ".join((r.stdout + r.stderr).split())
     assert not (workdir / "runs/notok").exists() and not (workdir / "runs/tokenizers").exists()
+
+
+def test_sampling_gives_the_same_npz_whatever_the_world_size(workdir):
+    r = run([*TRAIN[:TRAIN.index("--steps")], "--steps", "1", *TRAIN[TRAIN.index("--steps") + 2:],
+             "--out", "runs/sampled"], workdir)  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    got = {}
+    for procs in (1, 2):
+        # 3 per class in chunks of 5: the chunks straddle classes and split unevenly over 2 processes
+        r = run(["sample", "--run-dir", "runs/sampled", "--per-class", "3", "--batch-size", "5", "--cfg", "1.5",
+                 "--top-k", "5", "--seed", "7", "--npz", f"s{procs}.npz", "--out", f"g{procs}.png"], workdir, procs)  # fmt: skip
+        assert r.returncode == 0, r.stdout + r.stderr
+        with np.load(workdir / f"s{procs}.npz") as z:
+            assert sorted(z.files) == ["arr_0", "arr_1"]
+            got[procs] = (z["arr_0"].copy(), z["arr_1"].copy())
+    (a, la), (b, lb) = got[1], got[2]
+    k = len(SHAPE_CLASSES)
+    assert a.dtype == np.uint8 and a.shape == (3 * k, 16, 16, 3)  # ADM: uint8 N x H x W x 3
+    assert la.tolist() == [c for c in range(k) for _ in range(3)]
+    assert a.tobytes() == b.tobytes() and la.tobytes() == lb.tobytes()
+    assert len({im.tobytes() for im in a}) > 1  # not one image repeated
+    assert not list(workdir.glob(".s2.npz.part-*"))  # the processes' parts are removed

@@ -16,10 +16,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "gpu_results.sh"
 PARTS = ["wheels", "install", "speed-eager", "speed-raster-compiled", "speed-tokens", "train-step",
-         "speed-compiled", "raster-nocache", "gpu-tests"]  # fmt: skip
+         "speed-compiled", "raster-nocache", "fid-5k", "gpu-tests"]  # fmt: skip
 
 
-def run_script(out: Path, *args: str, budget: int | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+def run_script(out: Path, *args: str, budget: int | None = None, timeout: int = 400) -> subprocess.CompletedProcess:
     env = {**os.environ, "OUT": str(out), "PYTHON": sys.executable}
     env.pop("GENORDER_CACHE_DIR", None)
     wheels = ROOT / ".whl"

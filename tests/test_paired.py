@@ -2,7 +2,7 @@
 tokens through a stub tokenizer, a raster model trained for 80 steps, a tiny class-consistency CNN):
 
 * the design gives every order the same labels and per-sample seeds, prefix-stable;
-* `generate_indexed`: an image depends on its own index only (prefixes, block = 1 alone);
+* `generate_design`: an image depends on its own index only (prefixes, block = 1 alone);
 * the probe gives the same per-sample results at two batch sizes;
 * the statistics validated on generated samples: an A/A test (one model's samples split into two
   sets of seed sets, 40 replicate pairs: the interval of the difference covers 0 in about 95%)
@@ -24,7 +24,7 @@ from genorder.model import build_model
 from genorder.paired import label_matched_split, paired_design, sample_seed
 from genorder.quality import PairedProbe
 from genorder.registry import registry
-from genorder.sampling import generate_indexed
+from genorder.sampling import generate_design
 from genorder.testing import (
     TinyCodebookTokenizer,
     masked_ce,
@@ -101,12 +101,12 @@ def test_design_same_labels_and_seeds_for_every_caller_and_prefix_stable():
 def test_indexed_images_depend_on_their_own_index_only(regime):
     order, tok, model, *_ = regime
     labels, seeds = paired_design(K, 40, seed=0)
-    full = generate_indexed(order, model, tok, labels, seeds, _sampler(), block=10)
-    prefix = generate_indexed(order, model, tok, labels[:20], seeds[:20], _sampler(), block=10)
+    full = generate_design(order, model, tok, labels, seeds, _sampler(), block=10)
+    prefix = generate_design(order, model, tok, labels[:20], seeds[:20], _sampler(), block=10)
     assert torch.equal(full[:20], prefix)
     assert not torch.equal(full[:10], full[10:20])  # the blocks do draw different numbers
-    alone = generate_indexed(order, model, tok, labels[5:6], seeds[5:6], _sampler(), block=1)
-    per_sample = generate_indexed(order, model, tok, labels[:8], seeds[:8], _sampler(), block=1)
+    alone = generate_design(order, model, tok, labels[5:6], seeds[5:6], _sampler(), block=1)
+    per_sample = generate_design(order, model, tok, labels[:8], seeds[:8], _sampler(), block=1)
     assert torch.equal(per_sample[5:6], alone)
 
 
