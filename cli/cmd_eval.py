@@ -68,6 +68,7 @@ def score_images(
     `class_acc`: the class-consistency classifier's accuracy with a 95% bootstrap interval."""
     from genorder import metrics
 
+    size = {"image_size": int(images.shape[-1]), "channels": int(images.shape[1])}  # every score at the images' size
     with ExitStack() as stack:  # a bar only when the reference is not cached yet
         bar: list = []
 
@@ -77,7 +78,7 @@ def score_images(
             bar[0](done, total)
 
         key, real = metrics.reference_features(dataset, "test", ref_n, extractor, device, cache_dir, batch_size,
-                                               progress=ref_progress)  # fmt: skip
+                                               progress=ref_progress, **size)  # fmt: skip
     cache = cache_dir or metrics.default_cache_dir()
     with progress_bar(title) as update:
         out = metrics.compute_metrics(
@@ -89,7 +90,7 @@ def score_images(
     if floor:
         with console.status(f"real-against-real FID at n = {len(images)} (cached)"):
             out["fid_floor"] = metrics.fid_floor(dataset, len(images), ref_n=ref_n, extractor=extractor, device=device,
-                                                 cache_dir=cache_dir, batch_size=batch_size)["fid_floor"]  # fmt: skip
+                                                 cache_dir=cache_dir, batch_size=batch_size, **size)["fid_floor"]  # fmt: skip
     if labels is not None:
         out["class_acc"] = class_consistency(images, labels, dataset, device, classifier_cache or classifier_cache_dir(cache_dir), seed)
     return out
@@ -109,7 +110,7 @@ def class_consistency(images: torch.Tensor, labels: torch.Tensor, dataset: str, 
     from genorder.classifier import class_accuracy, load_or_train_classifier
 
     with console.status(f"class-consistency classifier for {dataset} (trained once, then cached)"):
-        clf, info = load_or_train_classifier(dataset, device=device, cache_root=cache)
+        clf, info = load_or_train_classifier(dataset, device=device, cache_root=cache, image_size=int(images.shape[-1]))
     return {**class_accuracy(clf, images, labels, seed=seed), "classifier": info["path"],
             "classifier_test_accuracy": info["test_accuracy"]}
 

@@ -24,6 +24,7 @@ from genorder.config import build_config
 from genorder.data import class_balanced_labels, load_dataset
 from genorder.distributed import init_from_env, leave, world
 from genorder.errors import UserError
+from genorder.estimate import estimate_and_check
 from genorder.images import save_grid
 from genorder.lock import RunLock
 from genorder.model import BackboneConfig, build_model, count_params
@@ -127,7 +128,7 @@ def train_run(
     quiet: bool = False,
     image_size: int | None = None,
     resume_hint: str | None = None,
-    on_step=None,
+    on_step=None, force: bool = False,
 ) -> dict:
     """Build everything from options, train under the budget, write the run directory. Used by
     `train`, and by `compare`/`ablate` for every row, so all rows go through the same code.
@@ -172,7 +173,7 @@ def train_run(
             order_name, order, out, lock, w, device, bb, bud, tcfg, sampler, dataset_spec=dataset_spec,
             tokenizer_spec=tokenizer_spec, tokenizer_steps=tokenizer_steps, tokenizer_minutes=tokenizer_minutes,
             resume=resume, samples_per_class=samples_per_class, quiet=quiet, resume_hint=resume_hint,
-            image_size=image_size, tokenizer_options=tok_opts, on_step=on_step,
+            image_size=image_size, tokenizer_options=tok_opts, on_step=on_step, force=force,
         )  # fmt: skip
     finally:
         lock.release()
@@ -180,7 +181,7 @@ def train_run(
 
 def _train_locked(order_name, order, out: Path, lock: RunLock, w, device, bb, bud, tcfg, sampler, *, dataset_spec,
                   tokenizer_spec, tokenizer_steps, tokenizer_minutes, resume, samples_per_class, quiet,
-                  resume_hint, image_size=None, tokenizer_options=None, on_step=None) -> dict:  # fmt: skip
+                  resume_hint, image_size=None, tokenizer_options=None, on_step=None, force=False) -> dict:  # fmt: skip
     ds = load_dataset(dataset_spec, "train", image_size=image_size)
     given_spec, dataset_spec = dataset_spec, absolute_dataset_spec(dataset_spec)  # runs record the absolute one
     found = None
@@ -247,6 +248,7 @@ def _train_locked(order_name, order, out: Path, lock: RunLock, w, device, bb, bu
     meta = run_meta(order_name, order, bb, model, dataset=dataset_spec, class_names=ds.class_names,
                     image_size=ds.image_size, tokenizer_source=str(tok_stem),
                     layout=list(order.layout(tokenizer).scales), identity=identity)
+    estimate_and_check(Trainer(order, tokenizer, model, ds, tcfg, out, meta), force, console.print, skip=quiet or resume)  # before any write; a CPU run over an hour needs --force
     if w.main:
         try:
             out.mkdir(parents=True, exist_ok=True)
@@ -354,6 +356,7 @@ def train(
     config: Annotated[Optional[Path], Opt(help="TOML with [order] [backbone] [train] [budget] [sampler] [tokenizer] sections")] = None,
     set_: Annotated[Optional[list[str]], Opt("--set", help="override: section.key=value, e.g. tokenizer.vocab_size=512 (repeatable)")] = None,
     checkpoint_every: Annotated[Optional[int], Opt(help="steps between checkpoints (default 200; also on Ctrl-C/SIGTERM and at the end)")] = None,
+    force: Annotated[bool, Opt(help="run even when a CPU run is estimated at over an hour (the estimate is printed before training)")] = False,
 ) -> None:
     """Train one order under a budget; writes checkpoints, log.jsonl, samples.png and summary.json.
 
@@ -375,7 +378,7 @@ def train(
             train_opts={"batch_size": batch_size, "lr": lr, "seed": seed, "device": device,
                         "checkpoint_every": checkpoint_every},
             sampler_opts={"cfg": cfg, "top_k": top_k}, resume=resume, image_size=image_size,
-            resume_hint=resume_command(sys.argv),
+            resume_hint=resume_command(sys.argv), force=force,
         )
     except BaseException:
         leave(wait=False)  # torchrun: an error ends this rank at once (the launcher stops the others)

@@ -188,7 +188,8 @@ def resolve_tokenizer(
         stem = tokenizer_stem(spec)
         tok, _ = load_tokenizer(stem, device)
         return tok, stem
-    name, options = configure_for_dataset(spec, order.tokenizer_kind, dataset.channels, dataset.image_size, options)
+    name, options = configure_for_dataset(spec, order.tokenizer_kind, dataset.channels, dataset.image_size, options,
+                                          device=device.type)
     budget = {"steps": steps} if minutes is None else {"steps": steps, "minutes": minutes}
     folder, key = tokenizer_cache_entry(name, dataset_spec, dataset, budget, train_opts, options)
     stem = folder / "tokenizer"
