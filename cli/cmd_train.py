@@ -300,7 +300,7 @@ def _train_locked(order_name, order, out: Path, lock: RunLock, w, device, bb, bu
         images = generate_with_bar(run, labels, sampler, seed=tcfg.seed, batch_size=64, title="sample grid", quiet=quiet)
         save_grid(images, out / "samples.png", nrow=samples_per_class, scale=2, labels_left=ds.class_names)
     summary.update({"order": order_name, "params": count_params(model), "depth": bb.depth,
-                    "train_flops_per_image": trainer.flops_per_sample, "dataset": dataset_spec,
+                    "train_flops_per_image": trainer.flops_per_sample, "dataset": dataset_spec, "dataset_split": ds.split_info,
                     "sampler": sampler.config.model_dump()})
     write_json(out / "summary.json", summary)
     return summary
