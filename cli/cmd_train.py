@@ -24,7 +24,7 @@ from genorder.config import build_config
 from genorder.data import class_balanced_labels, load_dataset
 from genorder.distributed import init_from_env, leave, world
 from genorder.errors import UserError
-from genorder.estimate import estimate_and_check
+from genorder.estimate import budget_steps, estimate_and_check
 from genorder.images import save_grid
 from genorder.lock import RunLock
 from genorder.model import BackboneConfig, build_model, count_params
@@ -279,9 +279,9 @@ def _train_locked(order_name, order, out: Path, lock: RunLock, w, device, bb, bu
         with _stop_on_signals() as should_stop:
             if not w.main:  # other torchrun processes: train, then leave the grid and summary to rank 0
                 return trainer.fit(should_stop=should_stop)
-            with progress_bar(f"train {order_name}", total=1000, disable=quiet) as update:
+            with progress_bar(f"train {order_name}", total=budget_steps(bud, tcfg.batch_size, trainer.flops_per_sample * tcfg.batch_size)[0], disable=quiet) as update:  # counts steps
                 def step_done(f: float, m: dict) -> None:
-                    update(int(f * 1000), info=f"loss {m['loss']:.3f} acc {m['acc']:.3f}")
+                    update(m["step"], info=f"loss {m['loss']:.3f} acc {m['acc']:.3f}")
                     if on_step is not None:
                         on_step(trainer, m)
 

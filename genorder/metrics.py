@@ -560,15 +560,19 @@ PRC_MIN_IMAGES = 1000  # below this, the k-NN manifolds are coarse (the papers u
 def small_n_warnings(n_fake: int, n_real: int | None = None) -> list[str]:
     """Why the metrics of n_fake generated (and n_real reference) images may mislead, one line each:
     KID draws `kid_subsets` subsets of min(1000, n, m) images without replacement, so with n <= 1000
-    every subset of the generated set is the whole set and the reported KID std is 0 (or
-    meaningless); precision/recall on k=3 neighbourhoods of few images are coarse."""
+    every subset of the generated set is the whole set: the reported KID std then only reflects
+    which reference images were drawn (0 when the reference is as small), not the uncertainty of
+    the generated set's KID; precision/recall on k=3 neighbourhoods of few images are coarse."""
     m = n_real if n_real is not None else n_fake
     out = []
     subset = min(KID_SUBSET_SIZE, n_fake, m)
     if subset >= min(n_fake, m):
+        small, big = ("generated", "reference") if n_fake <= m else ("reference", "generated")
+        std = ("so its subsets are all the same and the KID std is 0" if n_fake == m else
+               f"so the KID std only reflects which {big} images each subset drew, not the uncertainty of this KID")
         out.append(
-            f"KID: its subsets of {subset} images are the whole set of {min(n_fake, m)}, so every subset is the same and "
-            f"the KID std is not an uncertainty (it reads 0); use n > {KID_SUBSET_SIZE} for a KID std"
+            f"KID: its subsets of {subset} images are the whole {small} set of {min(n_fake, m)}, {std}; "
+            f"use n > {KID_SUBSET_SIZE} for a KID std"
         )
     if min(n_fake, m) < PRC_MIN_IMAGES:
         out.append(

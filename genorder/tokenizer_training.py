@@ -335,6 +335,47 @@ def train_tokenizer(
     return metrics
 
 
+NOT_IN_KEY = ("device", "checkpoint_every", "log_every", "eval_images", "eval_prefix_images", "grid_images")
+
+
+def training_identity(name: str, tokenizer_opts: dict[str, Any] | None, budget: dict[str, Any],
+                      train_opts: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What decides the weights of preset `name` trained under `budget` with `train_opts`, with
+    every default filled in (the preset's Config and its TrainConfig), so that `train` and
+    `compare` asking for the same training get the same cache key whether an option is given
+    explicitly or left at its default. Options that do not change the weights (device, logging,
+    evaluation sizes: NOT_IN_KEY) are left out."""
+    from genorder.budget import Budget
+    from genorder.config import build_config
+
+    cls = registry("tokenizers").get(name)
+    config = build_config(cls.Config, tokenizer_opts, section="tokenizer").model_dump(mode="json")
+    given = {k: v for k, v in (train_opts or {}).items() if v is not None and k not in NOT_IN_KEY}
+    train_cls = getattr(cls, "TrainConfig", None)
+    if train_cls is None:  # not trainable here: the options as given
+        return {"preset": name, "config": config, "budget": budget, "train": given}
+    bud = build_config(Budget, budget, section="budget")
+    tcfg = build_config(train_cls, given, {"budget": bud}, section="train").model_dump(mode="json", exclude=set(NOT_IN_KEY))
+    return {"preset": name, "config": config, "train": tcfg}
+
+
+def check_preset_for_order(order, name: str, options: dict[str, Any] | None = None) -> None:
+    """Raise the order's UserError (`Order.check_tokenizer`) when preset `name` with `options` cannot
+    serve `order`, before any tokenizer is trained: the preset is built on the meta device (no
+    memory, no weights), which is all `check_tokenizer` needs (scales, codebook, latent shape)."""
+    try:
+        with torch.device("meta"):
+            tok = registry("tokenizers").create(name, dict(options or {}))
+    except UserError:
+        raise
+    except Exception:  # noqa: BLE001 -- a preset that cannot be built on meta is checked after training, as before
+        return
+    try:
+        order.check_tokenizer(tok)
+    except UserError as err:
+        raise UserError(f"--tokenizer {name}: {err} (checked before training it)") from None
+
+
 def configure_for_dataset(
     name: str | None, kind: str, channels: int, image_size: int, options: dict[str, Any] | None = None,
     device: str | None = None,

@@ -324,3 +324,17 @@ def test_eval_cli_reports_class_accuracy_and_the_floor(tmp_path, monkeypatch):
     assert c["classifier_test_accuracy"] == pytest.approx(float((pred == ytest).double().mean()))
     assert rec["metrics"]["fid_floor"] > 0  # 48 train images against the 48 test images
     assert "class accuracy" in r.output and "FID floor" in r.output
+
+
+def test_kid_warning_says_what_the_std_is():
+    """With the generated set no bigger than a KID subset, the std is 0 when the reference is as
+    small and reflects only the reference draws when it is bigger; the warning says which."""
+    g = torch.Generator().manual_seed(0)
+    fake, real = torch.randn(20, 8, generator=g), torch.randn(60, 8, generator=g) + 0.3
+    same = M.metrics_from_features(fake, real[:20], fid=False, prc=False, kid_subsets=10)
+    more = M.metrics_from_features(fake, real, fid=False, prc=False, kid_subsets=10)
+    assert same["kid_std"] < 1e-3 * more["kid_std"]  # 0 up to float rounding
+    (w_same,) = [w for w in M.small_n_warnings(20, 20) if w.startswith("KID")]
+    (w_more,) = [w for w in M.small_n_warnings(20, 60) if w.startswith("KID")]
+    assert "KID std is 0" in w_same
+    assert "only reflects which reference images" in w_more and "is 0" not in w_more

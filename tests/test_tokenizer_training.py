@@ -116,3 +116,34 @@ def test_default_budgets_contain_no_minutes():
 
     out = CliRunner().invoke(app, ["train-tokenizer", "--help"], terminal_width=300).output
     assert "load-dependent" in " ".join(out.split()) and "1.5 minutes" not in out
+
+
+def test_the_tokenizer_is_checked_against_the_order_before_it_is_trained(tmp_path, monkeypatch):
+    from test_cli import shapes_npz
+    from typer.testing import CliRunner
+
+    from genorder_cli.main import app
+
+    monkeypatch.chdir(tmp_path)
+    data = shapes_npz(tmp_path / "s.npz", 16)
+    r = CliRunner().invoke(app, ["train", "--order", "maskgit", "--dataset", data, "--tokenizer", "msvq-tiny",
+                                 "--set", "tokenizer.channels=3", "--steps", "1", "--out", "runs/m"], terminal_width=200)  # fmt: skip
+    assert r.exit_code == 2 and "maskgit needs a single-scale tokenizer" in r.output and "before training" in r.output
+    assert not (tmp_path / "runs").exists()  # no tokenizer was trained or written
+
+
+def test_train_and_compare_share_a_tokenizer_cache_key():
+    """The key is what decides the weights, defaults filled in: an option given at its default
+    value, or one that does not change the weights, gives the same key; another lr does not."""
+    from genorder.data import load_dataset
+    from genorder_cli.common import tokenizer_cache_entry
+
+    ds = load_dataset("shapes", "train", limit=64)
+    opts = {"channels": 3, "image_size": 32}
+    train_side = tokenizer_cache_entry("msvq-rgb32-cpu", "shapes", ds, {"steps": 300}, None, opts)
+    compare_side = tokenizer_cache_entry("msvq-rgb32-cpu", "shapes", ds, {"steps": 300},
+                                         {"lr": 3e-4, "batch_size": 32, "device": "cpu", "eval_images": 100}, opts)
+    assert train_side == compare_side
+    other = tokenizer_cache_entry("msvq-rgb32-cpu", "shapes", ds, {"steps": 300}, {"lr": 2e-3}, opts)
+    assert other[1] != train_side[1]
+    assert tokenizer_cache_entry("msvq-rgb32-cpu", "shapes", ds, {"steps": 301}, None, opts)[1] != train_side[1]
