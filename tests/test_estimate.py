@@ -63,6 +63,7 @@ def test_the_estimate_is_printed_and_leaves_the_run_unchanged(tiny, tmp_path):
         r = invoke(*train_args(root, data, tmp_path / "a"))
         assert r.exit_code == 0, r.output
         assert "estimate: 3 steps x" in r.output and "of training on cpu" in r.output
+        assert "3/3" in r.output and "1000/1000" not in r.output  # the bar counts steps
         train_run("raster", tmp_path / "b", dataset_spec=data, tokenizer_spec=str(root / "tok" / "tokenizer"), depth=1,
                   budget={"steps": 3}, train_opts={"batch_size": 8, "device": "cpu"}, quiet=True)  # fmt: skip
     a, _ = load_checkpoint(tmp_path / "a" / "model")  # the final model
