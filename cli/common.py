@@ -126,7 +126,6 @@ def tokenizer_cache_entry(name: str, dataset_spec: str, dataset, budget: dict[st
     config, the budget, the training options and the dataset's content (not its path)."""
     from genorder.classifier import dataset_label
     from genorder.hashing import config_fingerprint, dataset_fingerprint, short
-
     from genorder.tokenizer_training import training_identity
 
     # every default filled in: `train` and `compare` asking for the same training share the entry

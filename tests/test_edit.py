@@ -258,7 +258,7 @@ def test_edit_skips_fid_on_few_images_with_a_note(tiny_runs, tmp_path, _cli):
 
 def test_edit_takes_a_class_balanced_subset(tiny_runs, tmp_path, _cli, monkeypatch):
     """--n from --dataset: a seeded class-balanced subset of the test split, not its first n."""
-    import genorder_cli.cmd_edit as cmd_edit
+    from genorder_cli import cmd_edit
 
     from genorder.data import load_dataset
     from genorder.subsets import subset_of
