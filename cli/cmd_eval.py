@@ -272,6 +272,8 @@ def eval_cmd(
         path = out or samples.with_suffix(".eval.json")
         title = f"{samples} · {len(images)} images"
     else:
+        from genorder.subsets import subset_of
+
         ds_spec = dataset or "fashion-mnist"
         tokenizer = tokenizer_stem(tokenizer)
         tok, name = load_tokenizer(tokenizer, dev)
@@ -279,12 +281,12 @@ def eval_cmd(
         if (test.channels, test.image_size) != (tok.channels, tok.image_size):
             raise UserError(f"tokenizer takes {tok.channels}x{tok.image_size}px images; {ds_spec} has "
                             f"{test.channels}x{test.image_size}px (--image-size resizes it)")  # fmt: skip
-        originals = test.images[:n]
+        originals, orig_labels = subset_of(test, n)  # seeded, class-balanced: not the first n of a sorted folder
         t0 = time.perf_counter()
         recon = reconstruct(tok, originals, dev, batch_size)
         t_rec = time.perf_counter() - t0
         m = score_images(recon, ds_spec, **common, title="reconstruction features",
-                         labels=test.labels[: len(originals)] if class_acc else None)
+                         labels=orig_labels if class_acc else None)
         m["psnr"] = _psnr(recon, originals)
         rec = record("reconstruction", m, tokenizer=str(tokenizer), tokenizer_name=name, scales=list(tok.scales),
                      vocab_size=tok.codebook_size, dataset=ds_spec, n=len(originals), device=str(dev),
