@@ -116,7 +116,8 @@ def bench(
     compile: Annotated[bool, Opt("--compile/--no-compile", help="torch.compile the per-step backbone call (CUDA graphs on a GPU); fixed-shape cached steps")] = False,
     static_step: Annotated[Optional[bool], Opt("--static-step/--no-static-step", help="fixed-shape cached steps (whole KV cache + position mask) and AdaLN computed once per generation; default: as --compile")] = None,
     threads: Annotated[Optional[int], Opt(help="CPU threads while timing (default: torch's)")] = None,
-    json_path: Annotated[Optional[Path], Opt("--json", help="JSON report path (default runs/bench/bench-<resolution>-d<depth>.json)")] = None,
+    out: Annotated[Optional[Path], Opt(help="output folder of the JSON report and the PNG (default runs/bench)")] = None,
+    json_path: Annotated[Optional[Path], Opt("--json", help="JSON report path (default OUT/bench-<resolution>-d<depth>.json)")] = None,
     plot: Annotated[Optional[Path], Opt(help="PNG plot path (default: the JSON path with .png)")] = None,
 ) -> None:
     """Time every order side by side on one device: latency, images/s, counted FLOPs, device floor.
@@ -158,7 +159,7 @@ def bench(
     dt = resolve_dtype(config.dtype, dev)
     res_name = "run" if config.run else config.resolution
     stem = f"bench-{res_name}-d{config.depth}" if not config.run else f"bench-{Path(config.run).name}"
-    json_out = json_path or Path("runs/bench") / f"{stem}.json"
+    json_out = json_path or (out or Path("runs/bench")) / f"{stem}.json"
     png_out = plot or json_out.with_suffix(".png")
     for n in notes:
         console.print(f"[yellow]note:[/yellow] {n}")

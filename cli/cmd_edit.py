@@ -17,9 +17,11 @@ from genorder.editing import (
     edit_images,
     edit_metrics,
     edit_refusal,
+    fid_skip_note,
     parse_mask,
 )
 from genorder.errors import UserError
+from genorder.subsets import SUBSET_SEED, balanced_subset, subset_of
 from genorder.images import make_grid, side_by_side, tensor_to_pil, to_uint8
 from genorder.runs import load_run, write_json
 from genorder.trainer import resolve_device
@@ -29,11 +31,15 @@ from genorder_cli.common import make_sampler
 Opt = typer.Option
 
 
-def read_images(path: Path, size: int, channels: int, n: int) -> torch.Tensor:
-    """An image file or a folder of images -> (N, C, size, size) float in [-1, 1] (first n files)."""
+def read_images(path: Path, size: int, channels: int, n: int, seed: int = SUBSET_SEED) -> torch.Tensor:
+    """An image file or a folder of images -> (N, C, size, size) float in [-1, 1] (n files of the
+    folder, a seeded shuffle: not the first n of a sorted listing)."""
     if not path.exists():
         raise UserError(f"--images: {path} not found")
-    files = [path] if path.is_file() else _image_files(path)[:n]
+    files = [path] if path.is_file() else _image_files(path)
+    if len(files) > 1:
+        pick = balanced_subset(None, n, seed, total=len(files))
+        files = [files[i] for i in torch.sort(pick).values.tolist()]
     if not files:
         raise UserError(f"--images: no image files in {path}")
     arr = np.stack([_load_image(f, size, "L" if channels == 1 else "RGB") for f in files])
@@ -60,16 +66,17 @@ def edit(
     out: Annotated[Path, Opt(help="output folder: edit.png and edit.json")],
     images: Annotated[Optional[Path], Opt(help="an image file or a folder of images")] = None,
     dataset: Annotated[Optional[str], Opt(help="take the images from this dataset's test split")] = None,
-    n: Annotated[int, Opt(help="images to edit (from --dataset or the --images folder)")] = 4,
+    n: Annotated[int, Opt(help="images to edit: a seeded class-balanced subset of --dataset's test split, or a seeded pick of the --images folder")] = 4,
     class_: Annotated[Optional[int], Opt("--class", help="class-conditional editing: regenerate the region as this class (default: the null class, pure in-painting)")] = None,
     seeds: Annotated[int, Opt(help="results per image and order (seeds 0..K-1)")] = 2,
     cfg: Annotated[Optional[float], Opt(help="CFG strength t_max (0 = off)")] = None,
     top_k: Annotated[Optional[int], Opt(help="top-k (0 = off)")] = None,
     top_p: Annotated[Optional[float], Opt(help="top-p (0 = off)")] = None,
     temperature: Annotated[Optional[float], Opt(help="softmax temperature")] = None,
-    fid: Annotated[bool, Opt("--fid/--no-fid", help="FID of the edited images against the test split")] = True,
+    fid: Annotated[bool, Opt("--fid/--no-fid", help="FID of the edited images against the test split (skipped, with a note, under 100 edited images)")] = True,
     extractor: Annotated[str, Opt(help="FID features: genorder-inception-fid, or genorder-tiny-random (tests)")] = "genorder-inception-fid",
     ref_n: Annotated[Optional[int], Opt(help="reference images from the test split for FID (default all)")] = None,
+    cache_dir: Annotated[Optional[Path], Opt(help="FID reference cache (default $GENORDER_FID_CACHE or ~/.cache/genorder/fid); the classifier is cached in CACHE_DIR/classifiers")] = None,
     device: Annotated[str, Opt(help="auto, cpu, cuda")] = "auto",
     scale: Annotated[int, Opt(help="integer upscaling of the grid")] = 2,
 ) -> None:
@@ -93,13 +100,18 @@ def edit(
     size, ch = tok0.image_size, tok0.channels
     region = parse_mask(mask, size)
     if dataset is not None:
-        x = to_float(load_dataset(dataset, "test", image_size=size, channels=ch, limit=n).images)
+        picked, _ = subset_of(load_dataset(dataset, "test", image_size=size, channels=ch), n)  # seeded, class-balanced
+        x = to_float(picked)
     else:
         x = read_images(images, size, ch, n)
     ref_spec = dataset or runs[0].meta.get("dataset")
     refusals = {str(r.path): edit_refusal(r, region) for r in runs}
     if all(v is not None for v in refusals.values()):
         raise UserError("no run can make this edit:\n" + "\n".join(f"{p}: {v}" for p, v in refusals.items()))
+    fid_note = fid_skip_note(x.shape[0] * seeds) if fid else None
+    if fid_note is not None:
+        fid = False
+        console.print(f"[yellow]note:[/yellow] {fid_note}")
     if fid and ref_spec is None:
         raise UserError("--fid needs a reference set: pass --dataset, or --no-fid for images of an unknown set")
     if fid:
@@ -115,6 +127,8 @@ def edit(
     panels, titles = [_panel(x, 1, scale), _panel(overlay, 1, scale)], ["original", "mask"]
     record: dict[str, Any] = {"mask": mask, "class": class_, "seeds": seeds, "n": B, "images": str(images or dataset),
                               "sampler": sampler.config.model_dump(), "reference": ref_spec, "orders": []}  # fmt: skip
+    if fid_note is not None:
+        record["fid_note"] = fid_note
     for r in runs:
         name = f"{r.order_name} ({r.path.name})"
         reason = refusals[str(r.path)]
@@ -141,7 +155,10 @@ def edit(
             row[key] = _mean([m[key] for m in metrics])
         row["kept_token_agreement_min"] = min(m["kept_token_agreement"] for m in metrics)
         if class_ is not None and ref_spec is not None:
-            row["class_accuracy"] = class_accuracy(ref_spec, edited, torch.full((len(edited),), class_), device=dev)
+            from genorder_cli.cmd_eval import classifier_cache_dir
+
+            row["class_accuracy"] = class_accuracy(ref_spec, edited, torch.full((len(edited),), class_), device=dev,
+                                                   cache_root=classifier_cache_dir(cache_dir))  # fmt: skip
         if fid:
             from genorder_cli.cmd_eval import score_images
 
@@ -149,7 +166,8 @@ def edit(
                 row["fid"] = None
             else:
                 m = score_images(to_uint8(edited), ref_spec, extractor=extractor, device=dev, ref_n=ref_n,
-                                 kid=False, prc=False, title=f"FID features ({r.order_name})")  # fmt: skip
+                                 kid=False, prc=False, cache_dir=cache_dir, floor=False,
+                                 title=f"FID features ({r.order_name})")  # fmt: skip
                 row["fid"] = m["fid"]
                 row["fid_n"] = len(edited)
         record["orders"].append(row)

@@ -68,6 +68,7 @@ def score_images(
     `class_acc`: the class-consistency classifier's accuracy with a 95% bootstrap interval."""
     from genorder import metrics
 
+    size = {"image_size": int(images.shape[-1]), "channels": int(images.shape[1])}  # every score at the images' size
     with ExitStack() as stack:  # a bar only when the reference is not cached yet
         bar: list = []
 
@@ -77,7 +78,7 @@ def score_images(
             bar[0](done, total)
 
         key, real = metrics.reference_features(dataset, "test", ref_n, extractor, device, cache_dir, batch_size,
-                                               progress=ref_progress)  # fmt: skip
+                                               progress=ref_progress, **size)  # fmt: skip
     cache = cache_dir or metrics.default_cache_dir()
     with progress_bar(title) as update:
         out = metrics.compute_metrics(
@@ -89,7 +90,7 @@ def score_images(
     if floor:
         with console.status(f"real-against-real FID at n = {len(images)} (cached)"):
             out["fid_floor"] = metrics.fid_floor(dataset, len(images), ref_n=ref_n, extractor=extractor, device=device,
-                                                 cache_dir=cache_dir, batch_size=batch_size)["fid_floor"]  # fmt: skip
+                                                 cache_dir=cache_dir, batch_size=batch_size, **size)["fid_floor"]  # fmt: skip
     if labels is not None:
         out["class_acc"] = class_consistency(images, labels, dataset, device, classifier_cache or classifier_cache_dir(cache_dir), seed)
     return out
@@ -109,7 +110,7 @@ def class_consistency(images: torch.Tensor, labels: torch.Tensor, dataset: str, 
     from genorder.classifier import class_accuracy, load_or_train_classifier
 
     with console.status(f"class-consistency classifier for {dataset} (trained once, then cached)"):
-        clf, info = load_or_train_classifier(dataset, device=device, cache_root=cache)
+        clf, info = load_or_train_classifier(dataset, device=device, cache_root=cache, image_size=int(images.shape[-1]))
     return {**class_accuracy(clf, images, labels, seed=seed), "classifier": info["path"],
             "classifier_test_accuracy": info["test_accuracy"]}
 
@@ -299,6 +300,8 @@ def eval_cmd(
         path = out or samples.with_suffix(".eval.json")
         title = f"{samples} · {len(images)} images"
     else:
+        from genorder.subsets import subset_of
+
         ds_spec = dataset or "fashion-mnist"
         tokenizer = tokenizer_stem(tokenizer)
         tok, name = load_tokenizer(tokenizer, dev)
@@ -306,12 +309,12 @@ def eval_cmd(
         if (test.channels, test.image_size) != (tok.channels, tok.image_size):
             raise UserError(f"tokenizer takes {tok.channels}x{tok.image_size}px images; {ds_spec} has "
                             f"{test.channels}x{test.image_size}px (--image-size resizes it)")  # fmt: skip
-        originals = test.images[:n]
+        originals, orig_labels = subset_of(test, n)  # seeded, class-balanced: not the first n of a sorted folder
         t0 = time.perf_counter()
         recon = reconstruct(tok, originals, dev, batch_size)
         t_rec = time.perf_counter() - t0
         m = score_images(recon, ds_spec, **common, title="reconstruction features",
-                         labels=test.labels[: len(originals)] if class_acc else None)
+                         labels=orig_labels if class_acc else None)
         m["psnr"] = _psnr(recon, originals)
         rec = record("reconstruction", m, tokenizer=str(tokenizer), tokenizer_name=name, scales=list(tok.scales),
                      vocab_size=tok.codebook_size, dataset=ds_spec, n=len(originals), device=str(dev),

@@ -84,6 +84,7 @@ def train(
     fsdp_param_dtype: Annotated[Optional[str], Opt(help="fsdp: dtype of the gathered weights, fp32 or bf16")] = None,
     fsdp_reduce_dtype: Annotated[Optional[str], Opt(help="fsdp: dtype of the gradient reductions, fp32 or bf16")] = None,
     activation_checkpointing: Annotated[Optional[bool], Opt("--activation-checkpointing/--no-activation-checkpointing", help="recompute each block's activations in the backward")] = None,
+    force: Annotated[bool, Opt(help="run even when a CPU run is estimated at over an hour (the estimate is printed before training)")] = False,
 ) -> None:
     """Train one order under a budget; writes checkpoints, log.jsonl, samples.png and summary.json.
 
@@ -110,7 +111,7 @@ def train(
                         "parallel": _parallel_opts(sections, parallel, fsdp_param_dtype, fsdp_reduce_dtype,
                                                    activation_checkpointing)},
             sampler_opts={"cfg": cfg, "top_k": top_k}, resume=resume, image_size=image_size,
-            resume_hint=resume_command(sys.argv), **_renderers(stack),
+            resume_hint=resume_command(sys.argv), force=force, **_renderers(stack),
         )
     except BaseException:
         stack.close()

@@ -104,13 +104,11 @@ def tokenizer_cache_entry(name: str, dataset_spec: str, dataset, budget: dict[st
     config, the budget, the training options and the dataset's content (not its path)."""
     from genorder.classifier import dataset_label
     from genorder.hashing import config_fingerprint, dataset_fingerprint, short
+    from genorder.tokenizer_training import training_identity
 
-    config = build_config(registry("tokenizers").config_class(name), tokenizer_opts, section="tokenizer")
-    key = config_fingerprint({
-        "preset": name, "config": config.model_dump(mode="json"), "budget": budget,
-        "train": {k: v for k, v in (train_opts or {}).items() if v is not None},
-        "dataset": dataset_fingerprint(dataset),
-    })  # fmt: skip
+    # every default filled in: `train` and `compare` asking for the same training share the entry
+    key = config_fingerprint({**training_identity(name, tokenizer_opts, budget, train_opts),
+                              "dataset": dataset_fingerprint(dataset)})
     return TOKENIZER_CACHE / f"{name}-{dataset_label(dataset_spec)}-{short(key)}", key
 
 
@@ -157,7 +155,7 @@ def resolve_tokenizer(
     from genorder.checkpoint import atomic_write, load_checkpoint
     from genorder.hashing import tensors_fingerprint
     from genorder.runs import load_tokenizer
-    from genorder.tokenizer_training import configure_for_dataset
+    from genorder.tokenizer_training import check_preset_for_order, configure_for_dataset
 
     options = {**(options or {}), **(tokenizer_opts or {})}
     if spec and is_checkpoint_spec(spec):
@@ -166,7 +164,9 @@ def resolve_tokenizer(
         stem = tokenizer_stem(spec)
         tok, _ = load_tokenizer(stem, device)
         return tok, stem
-    name, options = configure_for_dataset(spec, order.tokenizer_kind, dataset.channels, dataset.image_size, options)
+    name, options = configure_for_dataset(spec, order.tokenizer_kind, dataset.channels, dataset.image_size, options,
+                                          device=device.type)
+    check_preset_for_order(order, name, options)  # a preset that cannot serve the order: an error before training it
     budget = {"steps": steps} if minutes is None else {"steps": steps, "minutes": minutes}
     folder, key = tokenizer_cache_entry(name, dataset_spec, dataset, budget, train_opts, options)
     stem = folder / "tokenizer"

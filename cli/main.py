@@ -7,7 +7,7 @@ import importlib
 from genorder_cli.app import app
 
 COMMAND_MODULES = ["cmd_train", "cmd_plugins", "cmd_compare", "cmd_eval", "cmd_ablate", "cmd_bench", "cmd_tokenizer", "cmd_check",
-                   "cmd_scale", "cmd_import", "cmd_edit", "cmd_export", "cmd_memory"]
+                   "cmd_scale", "cmd_import", "cmd_edit", "cmd_export", "cmd_memory", "cmd_new"]
 
 
 def _load_commands() -> None:

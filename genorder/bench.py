@@ -531,7 +531,7 @@ def _with_kv_option(spec: OrderSpec, config: BenchConfig) -> dict[str, Any]:
 def build_subjects(config: BenchConfig, device: torch.device) -> Iterator[Subject]:
     """Order specs (random weights at the preset size) or trained runs, built one at a time."""
     if config.run:
-        from genorder.runs import list_runs, load_run
+        from genorder.runs import list_runs, load_run, run_label
 
         paths = list_runs(config.run)
         if not paths:
@@ -543,7 +543,7 @@ def build_subjects(config: BenchConfig, device: torch.device) -> Iterator[Subjec
             if option is not None and getattr(order.config, option) != config.kv_cache:
                 opts = {**order.config.model_dump(), option: config.kv_cache}
                 order = registry("orders").create(run.order_name, opts)
-            yield Subject(f"{p.name} ({run.order_name})", run.order_name, order, run.tokenizer, run.model.eval())
+            yield Subject(f"{run_label(p, config.run)} ({run.order_name})", run.order_name, order, run.tokenizer, run.model.eval())
             del run, order
         return
     toks: dict = {}

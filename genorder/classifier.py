@@ -141,10 +141,12 @@ def dataset_label(dataset_spec: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in label)
 
 
-def _load_splits(dataset_spec: str, config: ClassifierConfig):
+def _load_splits(dataset_spec: str, config: ClassifierConfig, image_size: int | None = None):
+    """The train and test splits at `image_size` (the size the scored images have; None: the
+    dataset's own), `limit`ed to max_train / max_test."""
     from genorder.data import load_dataset
 
-    train = load_dataset(dataset_spec, "train", limit=config.max_train)
+    train = load_dataset(dataset_spec, "train", limit=config.max_train, image_size=image_size)
     test = load_dataset(dataset_spec, "test", limit=config.max_test, image_size=train.image_size, channels=train.channels)
     if train.num_classes < 2:
         raise UserError(f"{dataset_spec}: a class-consistency classifier needs labels with at least 2 classes")
@@ -211,21 +213,24 @@ def load_or_train_classifier(
     cache_root: str | Path = Path("runs/classifiers"),
     progress: Progress | None = None,
     config: ClassifierConfig | None = None,
+    image_size: int | None = None,
 ) -> tuple[Classifier, dict]:
-    """Small CNN trained once on the dataset's train split, cached as safetensors + JSON under
-    cache_root/<dataset-name>-<short key>/ and reused only when config, training budget and dataset
-    content all match. Returns (classifier in eval mode on `device`,
-    {"test_accuracy", "path", "reused", "dataset_hash"})."""
+    """Small CNN trained once on the dataset's train split at `image_size` (the size the run
+    trained on, so it judges samples at their own size; None: the dataset's own), cached as
+    safetensors + JSON under cache_root/<dataset-name>-<size>px-<short key>/ and reused only when
+    config, training budget, image size and dataset content all match. Returns (classifier in eval
+    mode on `device`, {"test_accuracy", "path", "reused", "dataset_hash", "image_size"})."""
     config = config or ClassifierConfig()
-    train, test = _load_splits(dataset_spec, config)
-    dataset_hash = config_fingerprint({"train": dataset_fingerprint(train), "test": dataset_fingerprint(test)})
+    train, test = _load_splits(dataset_spec, config, image_size)
+    dataset_hash = config_fingerprint({"train": dataset_fingerprint(train), "test": dataset_fingerprint(test),
+                                       "image_size": train.image_size})  # fmt: skip
     key = cache_key(dataset_hash, config)
-    stem = Path(cache_root) / f"{dataset_label(dataset_spec)}-{short(key)}" / STEM
+    stem = Path(cache_root) / f"{dataset_label(dataset_spec)}-{train.image_size}px-{short(key)}" / STEM
     cached = _try_load(stem, key, device)
     if cached is not None:
         clf, meta = cached
         return clf, {"test_accuracy": meta["test_accuracy"], "path": str(stem.with_suffix(".safetensors")),
-                     "reused": True, "dataset_hash": dataset_hash}  # fmt: skip
+                     "reused": True, "dataset_hash": dataset_hash, "image_size": train.image_size}  # fmt: skip
     clf = train_classifier(train, config, device, progress)
     acc = evaluate(clf, test.images, test.labels)
     state = {k: v.detach().cpu() for k, v in clf.state_dict().items()}
@@ -236,4 +241,5 @@ def load_or_train_classifier(
         "n_test": len(test), "test_accuracy": acc, "tensors": tensors_fingerprint(state),
     }  # fmt: skip
     path = save_checkpoint(stem, state, meta)
-    return clf, {"test_accuracy": acc, "path": str(path), "reused": False, "dataset_hash": dataset_hash}
+    return clf, {"test_accuracy": acc, "path": str(path), "reused": False, "dataset_hash": dataset_hash,
+                 "image_size": train.image_size}

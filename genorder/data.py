@@ -35,6 +35,8 @@ DEFAULT_DATASET = "fashion-mnist"
 MAX_CLASSES = 10_000  # sanity limit: more classes than this is a data error (a stray label), not a dataset
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 _CHUNK = 4096  # images resized per interpolate call (bounds the float copy's memory)
+DEFAULT_HOLDOUT = 0.1  # of each class, held out as the test split of a folder without train/ and test/
+HOLDOUT_ENV = "GENORDER_HOLDOUT"  # a fraction in [0, 1); 0 turns the held-out split off
 
 
 class DatasetConfig(ComponentConfig):
@@ -45,6 +47,10 @@ class DatasetConfig(ComponentConfig):
     image_size: int | None = Field(default=None, gt=0)  # None: the dataset's native size
     limit: int | None = Field(default=None, gt=0)  # keep the first N items only
     channels: int | None = Field(default=None, gt=0)  # convert to 1 (grey) or 3 (RGB)
+    # datasets without a test split of their own (an image folder without train/ and test/): the
+    # fraction of each class held out as the test split (seeded, class-balanced); 0 = none (the test
+    # split is then the training images). None: $GENORDER_HOLDOUT, else DEFAULT_HOLDOUT.
+    holdout: float | None = Field(default=None, ge=0, lt=1)
 
 
 # -- uint8 tensor helpers ---------------------------------------------------------------------
@@ -107,6 +113,9 @@ class ImageDataset(Dataset):
     channels: int
     image_size: int
     class_names: list[str]
+    # where the test split comes from: {"source": "files" | "held out" | "training images", ...};
+    # "held out" adds fraction, seed and the train / test sizes (what runs print and record)
+    split_info: dict | None = None
 
     def __init__(self, config: DatasetConfig) -> None:
         self.config = config
@@ -247,6 +256,42 @@ def _load_image(path: Path, size: int, mode: str) -> np.ndarray:
         raise UserError(f"cannot read image {path}: {err}") from None
 
 
+def holdout_fraction(config: DatasetConfig) -> float:
+    """The held-out fraction for a dataset without a test split: the config's, else $GENORDER_HOLDOUT,
+    else DEFAULT_HOLDOUT."""
+    if config.holdout is not None:
+        return config.holdout
+    raw = os.environ.get(HOLDOUT_ENV)
+    if raw is None or not raw.strip():
+        return DEFAULT_HOLDOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < 1:
+        raise UserError(f"${HOLDOUT_ENV}={raw!r}: give a fraction in [0, 1) (0 turns the held-out split off)")
+    return value
+
+
+def held_out_indices(labels: torch.Tensor, split: str, fraction: float) -> tuple[torch.Tensor, dict]:
+    """The items of `split` when a labelled set (N,) without a test split of its own holds out
+    `fraction` of each class (seeded, class-balanced: `genorder.subsets.balanced_split`), and the
+    split record. fraction 0: every item, for both splits (the record says so)."""
+    from genorder.subsets import SUBSET_SEED, balanced_split
+
+    if fraction <= 0:
+        return torch.arange(len(labels)), {"source": "training images", "holdout": 0.0,
+                                           "note": "no held-out split: the test split is the training images"}
+    train, test = balanced_split(labels, fraction, SUBSET_SEED)
+    if len(test) == 0 and split == "test":
+        raise UserError(
+            f"cannot hold out {fraction:.0%} of each class: no class has 2 images; add images, or set "
+            f"{HOLDOUT_ENV}=0 to score on the training images"
+        )
+    info = {"source": "held out", "holdout": fraction, "seed": SUBSET_SEED, "train": len(train), "test": len(test)}
+    return (test if split == "test" else train), info
+
+
 def _image_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
@@ -255,8 +300,11 @@ class ImageFolder(ImageDataset):
     """Your images from imagefolder:PATH, one folder per class; RGB, 64 px by default.
 
     Reads PATH/<class>/*.png|jpg|jpeg|webp, or PATH/{train,test}/<class>/... when both split
-    folders exist. The shorter side is resized, then centre-cropped; labels follow sorted folder
-    names. Images directly in PATH form a single class."""
+    folders exist. Without them, a seeded, class-balanced 10% of each class is held out as the test
+    split (`holdout`, or $GENORDER_HOLDOUT; 0 turns it off and both splits read every image;
+    `split_info` records which). The shorter side is resized, then centre-cropped; labels follow
+    sorted folder names. Images directly in PATH form a single class. `limit` keeps a seeded
+    class-balanced subset (`genorder.subsets.balanced_subset`), not the first files."""
 
     DEFAULT_SIZE = 64
 
@@ -265,7 +313,8 @@ class ImageFolder(ImageDataset):
         path = _need_path("imagefolder", config.arg)
         if not path.is_dir():
             raise UserError(f"imagefolder: {path} is not a folder; expected PATH/<class>/*.png")
-        if (path / "train").is_dir() and (path / "test").is_dir():
+        has_splits = (path / "train").is_dir() and (path / "test").is_dir()
+        if has_splits:
             path = path / config.split
         classes = sorted(d for d in path.iterdir() if d.is_dir() and _image_files(d))
         if classes:
@@ -278,8 +327,18 @@ class ImageFolder(ImageDataset):
             raise UserError(
                 f"imagefolder: no images ({'/'.join(IMAGE_SUFFIXES)}) in {path} or its subfolders"
             )
-        if config.limit is not None:
-            files = files[: config.limit]
+        if has_splits:
+            self.split_info = {"source": "files"}
+        else:
+            keep, self.split_info = held_out_indices(
+                torch.tensor([k for _, k in files]), config.split, holdout_fraction(config)
+            )
+            files = [files[i] for i in keep.tolist()]
+        if config.limit is not None and config.limit < len(files):
+            from genorder.subsets import balanced_subset
+
+            keep = balanced_subset(torch.tensor([k for _, k in files]), config.limit)
+            files = [files[i] for i in torch.sort(keep).values.tolist()]
         size = config.image_size or self.DEFAULT_SIZE
         mode = "L" if config.channels == 1 else "RGB"
         arrays = [_load_image(f, size, mode) for f, _ in files]
@@ -358,6 +417,7 @@ class NpzDataset(ImageDataset):
         images = _to_nchw(arrays[key], key, path)
         labels = _labels(arrays.get(f"{prefix}labels"), len(images), f"{prefix}labels", path)
         names = self._class_names(arrays, labels, path)
+        self.split_info = {"source": "files" if "test_images" in arrays else "training images"}
         self._set_data(images, labels, names)
 
     @staticmethod
@@ -464,8 +524,10 @@ def load_dataset(
     image_size: int | None = None,
     limit: int | None = None,
     channels: int | None = None,
+    holdout: float | None = None,
 ) -> ImageDataset:
-    """Create the dataset named by `spec` ("name" or "name:ARG") from the datasets registry."""
+    """Create the dataset named by `spec` ("name" or "name:ARG") from the datasets registry.
+    `holdout`: see `DatasetConfig.holdout` (datasets without a test split of their own)."""
     from genorder.registry import registry
 
     name, arg = parse_spec(spec)
@@ -476,6 +538,8 @@ def load_dataset(
         "limit": limit,
         "channels": channels,
     }
+    if holdout is not None:
+        options["holdout"] = holdout
     return registry("datasets").create(name, options)
 
 

@@ -39,6 +39,15 @@ NAMED_MASKS = {  # region to regenerate, as a relative box (x0, y0, x1, y1)
     "bottom": (0.0, 0.5, 1.0, 1.0),
 }
 KEEP_WHOLE_UPTO = 3  # token maps of at most this many tokens are kept whole (VAR's notebook)
+FID_MIN_IMAGES = 100  # below this many edited images a FID is mostly small-n bias: it is skipped, with a note
+
+
+def fid_skip_note(n: int) -> str | None:
+    """Why no FID is computed on `n` edited images (None: enough of them)."""
+    if n >= FID_MIN_IMAGES:
+        return None
+    return (f"FID skipped: {n} edited images, fewer than {FID_MIN_IMAGES} (a FID on so few is mostly its "
+            "small-n bias); raise --n / --seeds")
 
 
 def box_region(box: tuple[float, float, float, float], size: int) -> torch.Tensor:
@@ -176,7 +185,7 @@ def edit_metrics(result: EditResult, region_HW: torch.Tensor) -> dict[str, float
 
 
 def class_accuracy(dataset_spec: str, images: torch.Tensor, labels: torch.Tensor, device="cpu",
-                   progress: Progress | None = None) -> dict:
+                   progress: Progress | None = None, cache_root: str | Path | None = None) -> dict:
     """Accuracy of the dataset's class-consistency classifier (`genorder.classifier`) on edited
     images against the requested labels: {"acc", "lo", "hi", "n", "classifier_test_accuracy"}, or
     {"pending": reason} where that classifier is not available in this installation."""
@@ -184,6 +193,8 @@ def class_accuracy(dataset_spec: str, images: torch.Tensor, labels: torch.Tensor
         from genorder import classifier as clf  # built by the "Comparisons that measure the order" issue
     except ImportError:
         return {"pending": "genorder.classifier is not available in this installation"}
-    model, info = clf.load_or_train_classifier(dataset_spec, device=device, progress=progress)
+    where = {} if cache_root is None else {"cache_root": cache_root}
+    model, info = clf.load_or_train_classifier(dataset_spec, device=device, progress=progress,
+                                               image_size=int(images.shape[-1]), **where)  # at the edited images' size
     out = clf.class_accuracy(model, images, labels)
     return {**out, "classifier_test_accuracy": info.get("test_accuracy")}

@@ -45,6 +45,12 @@ def sample_step(
 
 
 def make_generator(seed: int | None, device: torch.device | str) -> torch.Generator | None:
+    """A `torch.Generator` on `device` seeded with `seed`, for `Order.generate` / `sample_step`
+    (every random draw of a generation takes it, so the same seed gives the same samples); None
+    when `seed` is None (torch's global generator, not reproducible).
+
+    The generator lives on the device because CUDA sampling needs a CUDA generator: the same seed
+    gives the same tokens on one device type, not across CPU and GPU."""
     if seed is None:
         return None
     g = torch.Generator(device=device)

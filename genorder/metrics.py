@@ -440,13 +440,16 @@ def _dataset_tag(dataset_spec: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in label)
 
 
-def reference_key(dataset_spec: str, split: str, n: int, extractor: str, content: str | None = None) -> str:
-    """Cache key of a reference set: dataset tag, split, n, extractor and (when given) a short hash
-    of the images' content, so a changed dataset is a new cache entry."""
+def reference_key(dataset_spec: str, split: str, n: int, extractor: str, content: str | None = None,
+                  image_size: int | None = None) -> str:
+    """Cache key of a reference set: dataset tag, split, n, the image size scored (when given),
+    extractor and (when given) a short hash of the images' content, so a changed dataset or size is
+    a new cache entry."""
     from genorder.hashing import short
 
     tail = f"-{short(content)}" if content else ""
-    return f"{_dataset_tag(dataset_spec)}-{split}-{n}-{extractor}{tail}"
+    size = f"-{image_size}px" if image_size else ""
+    return f"{_dataset_tag(dataset_spec)}-{split}-{n}{size}-{extractor}{tail}"
 
 
 def load_reference(key: str, cache_dir: str | Path | None = None) -> torch.Tensor:
@@ -468,18 +471,26 @@ def reference_features(
     batch_size: int = 64,
     progress: Progress | None = None,
     module: nn.Module | None = None,
+    *,
+    image_size: int | None = None,
+    channels: int | None = None,
 ) -> tuple[str, torch.Tensor]:
-    """Features (M, D) of the first n images (default all) of a dataset split, computed once and
-    cached as CACHE/<dataset>-<split>-<n>-<extractor>-<content hash>.npz. The entry is reused only
-    when the hash of those images' pixels and the weights' sha1 match (other content or weights
-    recompute). `module`: an already built extractor of that name. Returns (key, features)."""
+    """Features (M, D) of a seeded class-balanced subset of n images (default all) of a dataset
+    split (`genorder.subsets.subset_of`, never "the first n": an image folder is sorted by class),
+    at `image_size` / `channels` (the size the run trained on; default the dataset's own), computed
+    once and cached as CACHE/<dataset>-<split>-<n>-<size>px-<extractor>-<content hash>.npz. The
+    entry is reused only when the hash of those images' pixels and the weights' sha1 match (other
+    content or weights recompute). `module`: an already built extractor of that name. Returns
+    (key, features)."""
     from genorder.data import load_dataset
     from genorder.hashing import tensors_fingerprint
+    from genorder.subsets import SUBSET_SEED, subset_of
 
-    ds = load_dataset(dataset_spec, split)
+    ds = load_dataset(dataset_spec, split, image_size=image_size, channels=channels)
     n = len(ds) if n is None else min(n, len(ds))
-    content = tensors_fingerprint({"images": ds.images[:n]})  # the pixels scored, not the path
-    key = reference_key(dataset_spec, split, n, extractor, content)
+    images, _ = subset_of(ds, n, SUBSET_SEED)  # (n, C, H, W) uint8
+    content = tensors_fingerprint({"images": images})  # the pixels scored, not the path
+    key = reference_key(dataset_spec, split, n, extractor, content, image_size=ds.image_size)
     info = extractor_info(extractor)
     cache = Path(cache_dir or default_cache_dir())
     path = cache / f"{key}.npz"
@@ -493,8 +504,9 @@ def reference_features(
         if meta.get("weights_sha1") == info["weights_sha1"] and meta.get("content") == content and feats is not None \
                 and feats.shape == (n, info["dim"]):
             return key, feats
-    feats = extract_features(ds.images[:n], module or extractor, device, batch_size, progress)
-    meta = {"dataset": dataset_spec, "split": split, "n": n, "content": content, **info}
+    feats = extract_features(images, module or extractor, device, batch_size, progress)
+    meta = {"dataset": dataset_spec, "split": split, "n": n, "image_size": ds.image_size, "subset": "balanced",
+            "subset_seed": SUBSET_SEED, "content": content, **info}  # fmt: skip
     save_npz(path, features=feats.numpy(), meta=np.array(json.dumps(meta)))
     return key, feats
 
@@ -509,16 +521,21 @@ def fid_floor(
     cache_dir: str | Path | None = None,
     batch_size: int = 64,
     module: nn.Module | None = None,
+    image_size: int | None = None,
+    channels: int | None = None,
 ) -> dict[str, Any]:
-    """The real-against-real FID at n: the first n images of the *train* split scored like n
-    generated images against the test-split reference. FID is biased upward at small n, so a
+    """The real-against-real FID at n: a seeded class-balanced subset of n images of the *train*
+    split scored like n generated images against the test-split reference (`reference_features`),
+    both at `image_size` (the size the run trained on). FID is biased upward at small n, so a
     generated set's FID means something only next to this floor. Both feature sets are cached.
 
-    Returns {"fid_floor", "n", "ref_n", "reference_key"}."""
-    key, real_MD = reference_features(dataset_spec, "test", ref_n, extractor, device, cache_dir, batch_size, module=module)
-    _, train_ND = reference_features(dataset_spec, "train", n, extractor, device, cache_dir, batch_size, module=module)
+    Returns {"fid_floor", "n", "ref_n", "reference_key", "image_size"}."""
+    size = {"image_size": image_size, "channels": channels}
+    key, real_MD = reference_features(dataset_spec, "test", ref_n, extractor, device, cache_dir, batch_size, module=module, **size)
+    _, train_ND = reference_features(dataset_spec, "train", n, extractor, device, cache_dir, batch_size, module=module, **size)
     fid = metrics_from_features(train_ND, real_MD, fid=True, kid=False, prc=False)["fid"]
-    return {"fid_floor": float(fid), "n": len(train_ND), "ref_n": len(real_MD), "reference_key": key}
+    return {"fid_floor": float(fid), "n": len(train_ND), "ref_n": len(real_MD), "reference_key": key,
+            "image_size": image_size}  # fmt: skip
 
 
 # -- the metrics --------------------------------------------------------------------------------
@@ -543,15 +560,19 @@ PRC_MIN_IMAGES = 1000  # below this, the k-NN manifolds are coarse (the papers u
 def small_n_warnings(n_fake: int, n_real: int | None = None) -> list[str]:
     """Why the metrics of n_fake generated (and n_real reference) images may mislead, one line each:
     KID draws `kid_subsets` subsets of min(1000, n, m) images without replacement, so with n <= 1000
-    every subset of the generated set is the whole set and the reported KID std is 0 (or
-    meaningless); precision/recall on k=3 neighbourhoods of few images are coarse."""
+    every subset of the generated set is the whole set: the reported KID std then only reflects
+    which reference images were drawn (0 when the reference is as small), not the uncertainty of
+    the generated set's KID; precision/recall on k=3 neighbourhoods of few images are coarse."""
     m = n_real if n_real is not None else n_fake
     out = []
     subset = min(KID_SUBSET_SIZE, n_fake, m)
     if subset >= min(n_fake, m):
+        small, big = ("generated", "reference") if n_fake <= m else ("reference", "generated")
+        std = ("so its subsets are all the same and the KID std is 0" if n_fake == m else
+               f"so the KID std only reflects which {big} images each subset drew, not the uncertainty of this KID")
         out.append(
-            f"KID: its subsets of {subset} images are the whole set of {min(n_fake, m)}, so every subset is the same and "
-            f"the KID std is not an uncertainty (it reads 0); use n > {KID_SUBSET_SIZE} for a KID std"
+            f"KID: its subsets of {subset} images are the whole {small} set of {min(n_fake, m)}, {std}; "
+            f"use n > {KID_SUBSET_SIZE} for a KID std"
         )
     if min(n_fake, m) < PRC_MIN_IMAGES:
         out.append(
@@ -611,9 +632,11 @@ def compute_metrics(
     ref_n: int | None = None,
     cache_dir: str | Path | None = None,
     progress: Progress | None = None,
+    image_size: int | None = None,
 ) -> dict[str, Any]:
     """Score generated uint8 images (N, C, H, W) against `real`: uint8 images (M, C, H, W), or a
-    dataset spec (e.g. "fashion-mnist") whose `split` is the reference (cached), or a cache key.
+    dataset spec (e.g. "fashion-mnist") whose `split` is the reference (cached; at `image_size`,
+    default the generated images' size and channels), or a cache key.
 
     Returns fid, kid_mean, kid_std, precision, recall, f_score, isc (None) with isc_reason, the
     counts, extractor info, and with `bootstrap` > 0 `fid_bootstrap` (see `bootstrap_fid`)."""
@@ -627,7 +650,8 @@ def compute_metrics(
         if (cache / f"{real}.npz").is_file():
             real_MD, ref = load_reference(real, cache), {"key": real}
         else:
-            key, real_MD = reference_features(real, split, ref_n, extractor, device, cache, batch_size, module=ext)
+            key, real_MD = reference_features(real, split, ref_n, extractor, device, cache, batch_size, module=ext,
+                                              image_size=image_size or int(fake.shape[-1]), channels=int(fake.shape[1]))
             ref = {"dataset": real, "split": split, "key": key}
     else:
         real_MD, ref = extract_features(real, ext, device, batch_size), {"images": len(real)}

@@ -188,4 +188,7 @@ class Order(ABC):
         """Raise `UserError` when the tokenizer cannot serve this order."""
 
     def describe(self) -> dict[str, Any]:
+        """A JSON-ready summary of this order for reports and run records: {"order": the class
+        name, **every Config field with its value}. Override it to add facts that are not config
+        fields (keep the values JSON-serialisable); the registry name is recorded separately."""
         return {"order": type(self).__name__, **self.config.model_dump()}

@@ -43,6 +43,20 @@ def linear_ticks(lo: float, hi: float, target: int = 6) -> list[float]:
     return [first + i * step for i in range(int((hi - first) / step + 1e-9) + 1)]
 
 
+def axis_range(values: list[float], frac: float, log: bool = False) -> tuple[float, float]:
+    """(lo, hi) of an axis over `values` (already log-transformed when `log`), padded by `frac` of
+    the span. One distinct value (e.g. a single FID point): half a unit either side on a log axis,
+    half the value either side on a linear one, so the ticks stay round numbers near the value."""
+    lo, hi = min(values), max(values)
+    if hi > lo:
+        pad = frac * (hi - lo)
+    elif log:
+        pad = 0.5
+    else:
+        pad = 0.5 * abs(lo) or 1.0
+    return lo - pad, hi + pad
+
+
 def fmt_number(v: float) -> str:
     if v == 0:
         return "0"
@@ -83,9 +97,14 @@ def line_plot(
         fx = math.log2 if xlog else float
         fy = math.log10 if ylog else float
         xs, ys = [fx(x) for x, _ in pts], [fy(y) for _, y in pts]
-        px = 0.3 if xlog else 0.03 * (max(xs) - min(xs) or 1)
-        py = 0.15 if ylog else 0.05 * (max(ys) - min(ys) or 1)
-        lx0, lx1, ly0, ly1 = min(xs) - px, max(xs) + px, min(ys) - py, max(ys) + py
+        if xlog:
+            lx0, lx1 = min(xs) - 0.3, max(xs) + 0.3
+        else:
+            lx0, lx1 = axis_range(xs, 0.03)
+        if ylog:
+            ly0, ly1 = min(ys) - 0.15, max(ys) + 0.15
+        else:
+            ly0, ly1 = axis_range(ys, 0.05)
         pw, ph = W - left - right, H - top - bottom
 
         def xy(x: float, y: float) -> tuple[float, float]:
@@ -165,10 +184,8 @@ def band_panels(panels: list[dict], path: str | Path, title: str, cols: int = 2)
             d.text((left + 10, (top + bottom) // 2), "no data", fill="black", font=f_axis)
             continue
         xs, ys = [fx(x) for x, _ in pts], [y for _, y in pts]
-        x0, x1 = min(xs), max(xs)
-        y0, y1 = min(ys), max(ys)
-        padx, pady = 0.04 * (x1 - x0 or 1), 0.08 * (y1 - y0 or 1)
-        x0, x1, y0, y1 = x0 - padx, x1 + padx, y0 - pady, y1 + pady
+        x0, x1 = axis_range(xs, 0.04, xlog)  # one point: a sensible span around it, not +-0.04
+        y0, y1 = axis_range(ys, 0.08)
 
         def xy(x: float, y: float) -> tuple[float, float]:
             return (left + (fx(x) - x0) / (x1 - x0) * (right - left), top + (y1 - y) / (y1 - y0) * (bottom - top))

@@ -165,10 +165,29 @@ def load_run(path: str | Path, device: str | torch.device = "cpu") -> Run:
 
 
 def list_runs(root: str | Path) -> list[Path]:
+    """`root` when it is a run, else the runs in its sub-folders, one or two levels down (a folder of
+    runs, or `compare`'s ORDER/seedN layout); a run's own folders (checkpoints/, points/) are not
+    searched."""
     root = Path(root)
     if (root / "model.json").is_file():
         return [root]
-    return sorted(q.parent for q in root.glob("*/model.json"))
+    found = []
+    for child in sorted(p for p in root.glob("*") if p.is_dir()):
+        if (child / "model.json").is_file():
+            found.append(child)
+        else:
+            found += sorted(q.parent for q in child.glob("*/model.json"))
+    return found
+
+
+def run_label(path: str | Path, root: str | Path) -> str:
+    """A run's name under `root` ("next-scale/seed0" in compare's layout; the folder name otherwise)."""
+    path, root = Path(path), Path(root)
+    try:
+        rel = path.relative_to(root).as_posix()
+    except ValueError:
+        rel = ""
+    return rel if rel and rel != "." else path.name
 
 
 def write_json(path: str | Path, obj: Any) -> None:

@@ -41,6 +41,7 @@ class DefaultFor:
     kind: str  # an order's `tokenizer_kind`: "single-scale" or "multi-scale"
     channels: int
     image_size: int
+    device: str | None = None  # "cpu": the default on that device type only (it wins there); None: any device
 
 
 class Tokenizer(nn.Module, ABC):

@@ -6,9 +6,10 @@ order, the budget (`genorder.budget`), the learning-rate schedule (linear warmup
 the final evaluation; the tokenizer owns its losses and optimisers (`training_step`).
 
 Files written to `out_dir`: tokenizer.safetensors/.json (periodically and at the end), log.jsonl,
-reconstructions.png (one row per image, spread over the classes; columns: the original, then the
+reconstructions.png (one row per image of a seeded class-balanced subset; columns: the original, then the
 reconstruction from the first k scales, each column captioned) and metrics.json:
-  * psnr (all scales) and psnr_per_k (decoding the first k scales), per-image mean, in dB;
+  * psnr (all scales) and psnr_per_k (decoding the first k scales), per-image mean, in dB, over a
+    seeded class-balanced subset of eval_images (`scored_images`; never "the first n");
   * codebook usage per scale (% of V, and % of what the images could use);
   * the colour check: the per-channel mean of the originals and of the reconstructions, and the
     per-channel Pearson correlation of reconstructed against original pixels (a grey or
@@ -37,26 +38,32 @@ from genorder.errors import UserError
 from genorder.images import save_grid
 from genorder.outdir import TOKENIZER, check_out, mark
 from genorder.registry import registry
+from genorder.subsets import SUBSET_SEED, balanced_subset
 from genorder.tokenizer import Tokenizer, TokenizerTrainConfig, TrainableTokenizer
 
 Progress = Callable[[int, "int | None", dict], None]  # (steps done, steps total or None, last metrics)
 
 
 # -- choosing a preset ---------------------------------------------------------------------------
-def default_tokenizer(kind: str, channels: int, image_size: int) -> str:
-    """The registered tokenizer declaring itself the default for (kind, channels, image_size).
+def default_tokenizer(kind: str, channels: int, image_size: int, device: str | None = None) -> str:
+    """The registered tokenizer declaring itself the default for (kind, channels, image_size) on
+    `device` (a device type, "cpu" or "cuda"): a declaration for that device wins over one for any
+    device (`DefaultFor.device` None); with `device` None only the latter count.
 
     Raises UserError naming the declared shapes of that kind when none fits, so the user can pass
     `--image-size` (an explicit resize) or `--tokenizer`."""
     reg = registry("tokenizers")
-    fits, declared = [], []
+    fits, generic, declared = [], [], []
+    device = None if device is None else str(device).split(":")[0]
     for name in reg.names():
         for d in getattr(reg.get(name), "default_for", ()):
-            if d.kind != kind:
+            d_device = getattr(d, "device", None)
+            if d.kind != kind or (d_device is not None and d_device != device):
                 continue
             declared.append(f"{d.channels}x{d.image_size}px ({name})")
             if d.channels == channels and d.image_size == image_size:
-                fits.append(name)
+                (generic if d_device is None else fits).append(name)
+    fits = fits or generic
     if not fits:
         shapes = ", ".join(sorted(declared)) or "none"
         raise UserError(
@@ -96,9 +103,13 @@ def _images(dataset, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.stack([torch.as_tensor(x) for x, _ in items]), torch.tensor([int(y) for _, y in items])
 
 
-def first_images(dataset, n: int) -> torch.Tensor:
-    """The first n images of a dataset as (n, C, H, W) floats in [-1, 1]."""
-    return _images(dataset, torch.arange(min(n, len(dataset))))[0]
+def scored_images(dataset, n: int, seed: int = SUBSET_SEED) -> tuple[torch.Tensor, torch.Tensor]:
+    """The images every tokenizer score uses: a seeded class-balanced subset of n
+    (`genorder.subsets.balanced_subset`; a seeded shuffle for an unlabelled dataset), as floats
+    (m, C, H, W) in [-1, 1] and labels (m,), m = min(n, len(dataset)). Round-robin order, so its
+    first rows show every class."""
+    idx = balanced_subset(getattr(dataset, "labels", None), n, seed, total=len(dataset))
+    return _images(dataset, idx)
 
 
 def colour_check(originals: torch.Tensor, recons: torch.Tensor) -> dict[str, list[float]]:
@@ -116,8 +127,9 @@ def colour_check(originals: torch.Tensor, recons: torch.Tensor) -> dict[str, lis
 def evaluate_tokenizer(
     tokenizer: Tokenizer, dataset, n: int = 500, n_prefix: int = 100, batch_size: int = 100
 ) -> dict[str, Any]:
-    """Held-out reconstruction metrics over the first `n` images (see the module docstring); PSNR
-    from the first k scales over the first `n_prefix` of them (K decodes per image)."""
+    """Held-out reconstruction metrics over a seeded class-balanced subset of `n` images
+    (`scored_images`; see the module docstring); PSNR from the first k scales over the first
+    `n_prefix` of them (K decodes per image; also balanced, the subset being round-robin)."""
     was_training = tokenizer.training
     tokenizer.eval()
     device = next(iter(tokenizer.parameters()), torch.empty(0)).device
@@ -125,7 +137,7 @@ def evaluate_tokenizer(
     psnr_full = 0.0
     psnr_k = torch.zeros(K, dtype=torch.float64)
     seen_KV = torch.zeros(K, V, dtype=torch.bool)
-    images = first_images(dataset, n)
+    images, _ = scored_images(dataset, n)
     n_prefix = min(n_prefix, len(images))
     recons, done = [], 0
     for x in images.split(batch_size):
@@ -157,6 +169,27 @@ def evaluate_tokenizer(
     }
 
 
+USABLE_PSNR_DB = 18.0  # below this held-out PSNR a tokenizer's reconstructions are far from usable
+USABLE_CORRELATION = 0.8  # below this per-channel correlation the colours are not kept
+
+
+def quality_warning(metrics: dict[str, Any]) -> str | None:
+    """One line when a tokenizer is far below a usable quality (held-out PSNR under USABLE_PSNR_DB,
+    or a colour channel's correlation with the original under USABLE_CORRELATION), else None."""
+    psnr = metrics.get("psnr")
+    corr = list((metrics.get("colour") or {}).get("correlation") or [])
+    low_psnr = psnr is not None and psnr < USABLE_PSNR_DB
+    low_corr = bool(corr) and min(corr) < USABLE_CORRELATION
+    if not (low_psnr or low_corr):
+        return None
+    corr_s = "/".join(f"{c:.2f}" for c in corr) if corr else "n/a"
+    return (
+        f"tokenizer far below a usable quality: PSNR {psnr:.1f} dB (usable >= {USABLE_PSNR_DB:g}), per-channel "
+        f"colour correlation {corr_s} (usable >= {USABLE_CORRELATION:g}) after {metrics.get('steps', '?')} steps; "
+        "train it longer (--steps)"
+    )
+
+
 @torch.no_grad()
 def reconstruct_grid(
     tokenizer: Tokenizer,
@@ -166,12 +199,10 @@ def reconstruct_grid(
     scale: int = 2,
     class_names: list[str] | None = None,
 ) -> Path:
-    """PNG with one row per image, the images spread over the classes (`spread_over_classes`),
-    each row captioned with its class: the original, then the reconstruction from the first k
+    """PNG with one row per image, the first n of `scored_images` (seeded, class-balanced, every
+    class before any repeats), each row captioned with its class: the original, then the reconstruction from the first k
     scales for k = 1..K, each column captioned ("orig.", "k=1 / 1x1", ..., the last = all scales)."""
-    labels_all = getattr(dataset, "labels", None)
-    idx = spread_over_classes(labels_all, n) if labels_all is not None else torch.arange(min(n, len(dataset)))
-    x, y = _images(dataset, idx)
+    x, y = scored_images(dataset, n)
     was_training = tokenizer.training
     tokenizer.eval()
     device = next(iter(tokenizer.parameters()), torch.empty(0)).device
@@ -247,6 +278,11 @@ class NonFiniteGuard:
                 f"train.nonfinite_streak={self.limit_streak}, train.nonfinite_total={self.limit_total}); "
                 "those steps were skipped"
             )
+
+
+def _is_training_images(dataset) -> bool:
+    """A "test" split that is the training images (a dataset without a held-out split)."""
+    return (getattr(dataset, "split_info", None) or {}).get("source") == "training images"
 
 
 def checkpoint_meta(name: str, tokenizer: Tokenizer) -> dict[str, Any]:
@@ -353,7 +389,8 @@ def train_tokenizer(
         "vocab_size": tok.codebook_size,
         "channels": tok.channels,
         "image_size": tok.image_size,
-        "eval_split": "test" if eval_dataset is not None else "train",
+        "eval_split": "test" if eval_dataset is not None and not _is_training_images(eval_dataset) else "train",
+        "test_split": getattr(eval_ds, "split_info", None),  # where the test split came from (a held-out part?)
         **metrics,
         **tok.training_summary(),
         "final_train_loss": m.get("loss"),
@@ -366,22 +403,65 @@ def train_tokenizer(
     }
     from genorder.runs import write_json
 
+    metrics["quality_warning"] = quality_warning(metrics)
     write_json(out_dir / "metrics.json", metrics)
     tok.eval()
     return metrics
 
 
+NOT_IN_KEY = ("device", "checkpoint_every", "log_every", "eval_images", "eval_prefix_images", "grid_images")
+
+
+def training_identity(name: str, tokenizer_opts: dict[str, Any] | None, budget: dict[str, Any],
+                      train_opts: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What decides the weights of preset `name` trained under `budget` with `train_opts`, with
+    every default filled in (the preset's Config and its TrainConfig), so that `train` and
+    `compare` asking for the same training get the same cache key whether an option is given
+    explicitly or left at its default. Options that do not change the weights (device, logging,
+    evaluation sizes: NOT_IN_KEY) are left out."""
+    from genorder.budget import Budget
+    from genorder.config import build_config
+
+    cls = registry("tokenizers").get(name)
+    config = build_config(cls.Config, tokenizer_opts, section="tokenizer").model_dump(mode="json")
+    given = {k: v for k, v in (train_opts or {}).items() if v is not None and k not in NOT_IN_KEY}
+    train_cls = getattr(cls, "TrainConfig", None)
+    if train_cls is None:  # not trainable here: the options as given
+        return {"preset": name, "config": config, "budget": budget, "train": given}
+    bud = build_config(Budget, budget, section="budget")
+    tcfg = build_config(train_cls, given, {"budget": bud}, section="train").model_dump(mode="json", exclude=set(NOT_IN_KEY))
+    return {"preset": name, "config": config, "train": tcfg}
+
+
+def check_preset_for_order(order, name: str, options: dict[str, Any] | None = None) -> None:
+    """Raise the order's UserError (`Order.check_tokenizer`) when preset `name` with `options` cannot
+    serve `order`, before any tokenizer is trained: the preset is built on the meta device (no
+    memory, no weights), which is all `check_tokenizer` needs (scales, codebook, latent shape)."""
+    try:
+        with torch.device("meta"):
+            tok = registry("tokenizers").create(name, dict(options or {}))
+    except UserError:
+        raise
+    except Exception:  # noqa: BLE001 -- a preset that cannot be built on meta is checked after training, as before
+        return
+    try:
+        order.check_tokenizer(tok)
+    except UserError as err:
+        raise UserError(f"--tokenizer {name}: {err} (checked before training it)") from None
+
+
 def configure_for_dataset(
-    name: str | None, kind: str, channels: int, image_size: int, options: dict[str, Any] | None = None
+    name: str | None, kind: str, channels: int, image_size: int, options: dict[str, Any] | None = None,
+    device: str | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """The dataset chooses or configures the tokenizer: `name` None picks the preset declared for
-    (kind, channels, image_size); then its `channels` / `image_size` options (when its Config has
+    (kind, channels, image_size) on `device` (see `default_tokenizer`); then its `channels` / `image_size` options (when its Config has
     them) default to the dataset's, unless `options` gives them. Raises UserError when the preset
     cannot take that shape (the data is never converted here)."""
     from genorder.config import build_config
 
     if name is None:
-        name = default_tokenizer(kind, channels, image_size)
+        name = default_tokenizer(kind, channels, image_size, device)
     cls = registry("tokenizers").get(name)
     opts = dict(options or {})
     fields = cls.Config.model_fields

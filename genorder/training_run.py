@@ -27,6 +27,7 @@ from genorder.config import build_config
 from genorder.data import class_balanced_labels, load_dataset
 from genorder.distributed import init_from_env
 from genorder.errors import UserError
+from genorder.estimate import budget_steps, estimate_and_check
 from genorder.images import save_grid
 from genorder.lock import RunLock
 from genorder.model import BackboneConfig, build_model, count_params
@@ -151,6 +152,7 @@ def train_run(
     image_size: int | None = None,
     resume_hint: str | None = None,
     on_step=None,
+    force: bool = False,
     on_message: OnMessage | None = None,
     on_progress: OnProgress | None = None,
 ) -> dict:
@@ -199,7 +201,7 @@ def train_run(
             order_name, order, out, lock, w, device, bb, bud, tcfg, sampler, dataset_spec=dataset_spec,
             tokenizer_spec=tokenizer_spec, tokenizer_steps=tokenizer_steps, tokenizer_minutes=tokenizer_minutes,
             resume=resume, samples_per_class=samples_per_class, quiet=quiet, resume_hint=resume_hint,
-            image_size=image_size, tokenizer_options=tok_opts, on_step=on_step,
+            image_size=image_size, tokenizer_options=tok_opts, on_step=on_step, force=force,
             say=(lambda text: None) if quiet or on_message is None else on_message,
             progress=(lambda *a: None) if quiet or on_progress is None else on_progress,
         )  # fmt: skip
@@ -209,7 +211,7 @@ def train_run(
 
 def _train_locked(order_name, order, out: Path, lock: RunLock, w, device, bb, bud, tcfg, sampler, *, dataset_spec,
                   tokenizer_spec, tokenizer_steps, tokenizer_minutes, resume, samples_per_class, quiet,
-                  resume_hint, image_size=None, tokenizer_options=None, on_step=None, say, progress) -> dict:  # fmt: skip
+                  resume_hint, image_size=None, tokenizer_options=None, on_step=None, force=False, say, progress) -> dict:  # fmt: skip
     ds = load_dataset(dataset_spec, "train", image_size=image_size)
     given_spec, dataset_spec = dataset_spec, absolute_dataset_spec(dataset_spec)  # runs record the absolute one
     found = None
@@ -278,6 +280,8 @@ def _train_locked(order_name, order, out: Path, lock: RunLock, w, device, bb, bu
     meta = run_meta(order_name, order, bb, model, dataset=dataset_spec, class_names=ds.class_names,
                     image_size=ds.image_size, tokenizer_source=str(tok_stem),
                     layout=list(order.layout(tokenizer).scales), identity=identity)
+    # before any write: the estimated duration, and a CPU run over an hour needs force (--force)
+    estimate_and_check(Trainer(order, tokenizer, model, ds, tcfg, out, meta), force, say, skip=quiet or resume)
     if w.main:
         try:
             out.mkdir(parents=True, exist_ok=True)
@@ -305,8 +309,11 @@ def _train_locked(order_name, order, out: Path, lock: RunLock, w, device, bb, bu
         with _stop_on_signals() as should_stop:
             if not w.main:  # other torchrun processes: train, then leave the grid and summary to rank 0
                 return trainer.fit(should_stop=should_stop)
-            def step_done(f: float, m: dict) -> None:
-                progress(f"train {order_name}", int(f * 1000), 1000, f"loss {m['loss']:.3f} acc {m['acc']:.3f}")
+            total_steps = budget_steps(bud, tcfg.batch_size, trainer.flops_per_sample * tcfg.batch_size)[0]
+
+            def step_done(f: float, m: dict) -> None:  # counts steps (thousandths of a minutes-only budget)
+                done, total = (m["step"], total_steps) if total_steps else (int(f * 1000), 1000)
+                progress(f"train {order_name}", done, total, f"loss {m['loss']:.3f} acc {m['acc']:.3f}")
                 if on_step is not None:
                     on_step(trainer, m)
 
@@ -330,7 +337,7 @@ def _train_locked(order_name, order, out: Path, lock: RunLock, w, device, bb, bu
                                  progress=lambda d, t: progress("sample grid", d, t, ""))
         save_grid(images, out / "samples.png", nrow=samples_per_class, scale=2, labels_left=ds.class_names)
     summary.update({"order": order_name, "params": count_params(model), "depth": bb.depth,
-                    "train_flops_per_image": trainer.flops_per_sample, "dataset": dataset_spec,
+                    "train_flops_per_image": trainer.flops_per_sample, "dataset": dataset_spec, "dataset_split": ds.split_info,
                     "sampler": sampler.config.model_dump()})
     write_json(out / "summary.json", summary)
     return summary

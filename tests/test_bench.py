@@ -148,6 +148,28 @@ def test_bench_times_a_trained_run(tmp_path):
         bench(BenchConfig(run=str(tmp_path / "nothing")))
 
 
+def test_bench_finds_compares_order_seed_layout(tmp_path):
+    """`bench --run runs/compare` takes compare's ORDER/seedN runs (two levels down), labelled by
+    their path, and does not mistake a run's checkpoints for runs."""
+    from genorder.checkpoint import save_checkpoint
+    from genorder.runs import list_runs, run_meta, save_tokenizer
+
+    order, tok, model = tiny("raster", depth=1)
+    root = tmp_path / "compare"
+    for seed in (0, 1):
+        run = root / "raster" / f"seed{seed}"
+        run.mkdir(parents=True)
+        save_tokenizer(tok, "vq-tiny", run / "tokenizer")
+        meta = run_meta("raster", order, model.cfg, model)
+        save_checkpoint(run / "model", model.state_dict(), meta)
+        save_checkpoint(run / "checkpoints" / "step-000000001" / "model", model.state_dict(), meta)
+    (root / "tokenizers" / "x").mkdir(parents=True)  # compare's other folders hold no model.json
+    assert list_runs(root) == [root / "raster" / "seed0", root / "raster" / "seed1"]
+    assert list_runs(root / "raster" / "seed0") == [root / "raster" / "seed0"]
+    rows = bench(BenchConfig(run=str(root), batch_sizes=[1], warmup=0, repeats=1, kv_cache=False, floor=False))
+    assert [r.order for r in rows] == ["raster/seed0 (raster)", "raster/seed1 (raster)"]
+
+
 # ------------------------------------------------------------------------------------------------
 # counted FLOPs
 # ------------------------------------------------------------------------------------------------
@@ -357,6 +379,14 @@ def test_cli_writes_json_and_png_and_prints_the_table(cli, tmp_path):
     assert (tmp_path / "out" / "b.png").read_bytes()[:4] == b"\x89PNG"
     for word in ("images/s", "ms/batch", "GFLOP/img", "next-scale", "× raster", "%floor"):
         assert word in res.output
+
+
+def test_cli_out_folder(cli, tmp_path):
+    res = cli("--resolution", "tiny", "--depth", "1", "--batch-sizes", "1", "--warmup", "0", "--repeats", "1",
+              "--orders", "raster", "--no-cfg", "--out", tmp_path / "mine")
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "mine" / "bench-tiny-d1.json").is_file() and (tmp_path / "mine" / "bench-tiny-d1.png").is_file()
+    assert not (tmp_path / "runs").exists()
 
 
 def test_cli_defaults_to_tiny_on_a_cpu_and_says_so(cli, tmp_path, monkeypatch):

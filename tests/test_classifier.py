@@ -137,3 +137,19 @@ def test_classifier_rejects_wrong_channels():
     clf = Classifier(1, 10, 32, TINY)
     with pytest.raises(UserError):
         clf(torch.zeros(2, 3, 32, 32))
+
+
+def test_image_size_reaches_the_classifier_and_its_cache_key(tmp_path):
+    """The classifier judges samples at the size the run trained on: trained on the dataset resized
+    to `image_size`, cached under a key (and folder) holding that size."""
+    data = tmp_path / "shapes.npz"
+    _write_shapes_npz(data)
+    cfg = ClassifierConfig(width=8, hidden=32, epochs=1, batch_size=32)
+    root = tmp_path / "cache"
+    clf16, info16 = load_or_train_classifier(f"npz:{data}", cache_root=root, config=cfg)
+    clf8, info8 = load_or_train_classifier(f"npz:{data}", cache_root=root, config=cfg, image_size=8)
+    assert clf16.image_size == 16 and clf8.image_size == 8 and info8["image_size"] == 8
+    assert info8["path"] != info16["path"] and "-8px-" in info8["path"] and "-16px-" in info16["path"]
+    assert info8["dataset_hash"] != info16["dataset_hash"] and not info8["reused"]
+    again, info = load_or_train_classifier(f"npz:{data}", cache_root=root, config=cfg, image_size=8)
+    assert info["reused"] and info["path"] == info8["path"] and again.image_size == 8

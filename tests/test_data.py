@@ -109,7 +109,7 @@ def test_imagefolder_classes_resize_crop(tmp_path):
     write_png(tmp_path / "dogs" / "b.jpg", colour=(0, 255, 0))
     write_png(tmp_path / "cats" / "c.png", (30, 50), colour=(255, 0, 0))
     (tmp_path / "cats" / "notes.txt").write_text("not an image")
-    ds = load_dataset(f"imagefolder:{tmp_path}", image_size=16)
+    ds = load_dataset(f"imagefolder:{tmp_path}", image_size=16, holdout=0)  # every image, no held-out part
     check_items(ds, 3, 3, 16)
     assert ds.class_names == ["cats", "dogs"]
     assert ds.labels.tolist() == [0, 1, 1]

@@ -217,13 +217,20 @@ def _cli(monkeypatch, tmp_path):
         yield
 
 
-def test_edit_command_end_to_end(tiny_runs, tmp_path, _cli):
+def test_edit_command_end_to_end(tiny_runs, tmp_path, _cli, monkeypatch):
+    import genorder.editing
+
     root, data = tiny_runs
     out = tmp_path / "e"
+    monkeypatch.setattr(genorder.editing, "FID_MIN_IMAGES", 6)  # 3 images x 2 seeds get a FID here
     r = invoke("edit", "--run", root / "next-scale", "--run", root / "raster", "--run", root / "maskgit",
                "--dataset", data, "--n", "3", "--mask", "center", "--class", "2", "--seeds", "2",
-               "--extractor", "genorder-tiny-random", "--out", out)  # fmt: skip
+               "--extractor", "genorder-tiny-random", "--cache-dir", tmp_path / "mycache", "--out", out)  # fmt: skip
     assert r.exit_code == 0, r.output
+    # --cache-dir holds the FID reference and the classifier; the default cache is not touched
+    assert list((tmp_path / "mycache").glob("*-test-*px-genorder-tiny-random-*.npz"))
+    assert list((tmp_path / "mycache" / "classifiers").glob("*/classifier.json"))
+    assert not (tmp_path / "fid").exists()
     rec = json.loads((out / "edit.json").read_text())
     rows = {row["order"]: row for row in rec["orders"]}
     assert set(rows) == {"next-scale", "raster", "maskgit"}
@@ -237,6 +244,36 @@ def test_edit_command_end_to_end(tiny_runs, tmp_path, _cli):
         assert acc["n"] == 6 and 0.0 <= acc["lo"] <= acc["acc"] <= acc["hi"] <= 1.0
     w, h = Image.open(out / "edit.png").size
     assert w > 2 * (2 + 3 * 2) * 16 and h > 3 * 16 * 2  # original | mask | 3 orders x 2 seeds, 3 rows, scale 2
+
+
+def test_edit_skips_fid_on_few_images_with_a_note(tiny_runs, tmp_path, _cli):
+    root, data = tiny_runs
+    r = invoke("edit", "--run", root / "raster", "--dataset", data, "--n", "2", "--mask", "bottom", "--seeds", "1",
+               "--extractor", "genorder-tiny-random", "--out", tmp_path / "e")  # fmt: skip
+    assert r.exit_code == 0, r.output
+    rec = json.loads((tmp_path / "e" / "edit.json").read_text())
+    assert "FID skipped: 2 edited images, fewer than 100" in rec["fid_note"] and "FID skipped" in r.output
+    assert "fid" not in rec["orders"][0] and not (tmp_path / "fid").exists()  # no reference computed
+
+
+def test_edit_takes_a_class_balanced_subset(tiny_runs, tmp_path, _cli, monkeypatch):
+    """--n from --dataset: a seeded class-balanced subset of the test split, not its first n."""
+    from genorder_cli import cmd_edit
+
+    from genorder.data import load_dataset
+    from genorder.subsets import subset_of
+
+    root, data = tiny_runs
+    seen = []
+    real = cmd_edit.edit_images
+    monkeypatch.setattr(cmd_edit, "edit_images", lambda run, x, *a, **k: seen.append(x.clone()) or real(run, x, *a, **k))
+    r = invoke("edit", "--run", root / "raster", "--dataset", data, "--n", "4", "--mask", "bottom", "--seeds", "1",
+               "--no-fid", "--out", tmp_path / "e")  # fmt: skip
+    assert r.exit_code == 0, r.output
+    test = load_dataset(data, "test", image_size=16, channels=3)
+    images, labels = subset_of(test, 4)
+    assert len(set(labels.tolist())) == 4  # four classes, one image each
+    assert torch.equal(seen[0], images.float() / 127.5 - 1)
 
 
 def test_edit_bottom_lets_raster_out_paint(tiny_runs, tmp_path, _cli):

@@ -12,7 +12,8 @@ import torch
 torch_fidelity = pytest.importorskip("torch_fidelity")
 
 from genorder import metrics as M  # noqa: E402
-from genorder.errors import UserError  # noqa: E402
+from genorder.errors import UserError
+from genorder.subsets import balanced_subset, subset_of  # noqa: E402
 
 
 def images(n: int, seed: int, channels: int = 3, size: int = 16, shift: int = 0) -> torch.Tensor:
@@ -126,7 +127,7 @@ def test_compute_metrics_with_bootstrap_reports_an_interval():
 def test_reference_features_are_computed_once_then_cached(tmp_path, monkeypatch):
     key, feats = M.reference_features("shapes", "test", 48, M.TINY, cache_dir=tmp_path)
     assert feats.shape == (48, 64)
-    assert key.startswith("shapes-test-48-genorder-tiny-random-")  # + a hash of the images' content
+    assert key.startswith("shapes-test-48-32px-genorder-tiny-random-")  # + a hash of the images' content
     assert (tmp_path / f"{key}.npz").is_file()
 
     def boom(*a, **k):
@@ -147,7 +148,8 @@ def test_reference_cache_is_keyed_by_content_not_path(tmp_path):
     np.savez(data, images=images(40, 9).numpy(), labels=np.zeros(40, np.int64))  # same path, new pixels
     key2, feats2 = M.reference_features(f"npz:{data}", "test", 30, M.TINY, cache_dir=tmp_path / "c")
     assert key2 != key and not torch.equal(feats2, feats)
-    assert torch.equal(feats2, M.extract_features(images(40, 9)[:30], M.TINY))  # recomputed from the new file
+    idx = balanced_subset(torch.zeros(40, dtype=torch.long), 30)  # the seeded subset of one class
+    assert torch.equal(feats2, M.extract_features(images(40, 9)[idx], M.TINY))  # recomputed from the new file
 
 
 def test_fid_floor_is_real_against_real_at_the_same_n(tmp_path):
@@ -155,8 +157,8 @@ def test_fid_floor_is_real_against_real_at_the_same_n(tmp_path):
 
     floor = M.fid_floor("shapes", 40, ref_n=60, extractor=M.TINY, cache_dir=tmp_path)
     assert floor["n"] == 40 and floor["ref_n"] == 60
-    train = load_dataset("shapes", "train").images[:40]
-    test = load_dataset("shapes", "test").images[:60]
+    train, _ = subset_of(load_dataset("shapes", "train"), 40)  # seeded class-balanced subsets, not the first n
+    test, _ = subset_of(load_dataset("shapes", "test"), 60)
     direct = M.compute_metrics(train, test, kid=False, prc=False, extractor=M.TINY)["fid"]
     assert floor["fid_floor"] == pytest.approx(direct, rel=1e-6) and floor["fid_floor"] > 0
     # a bigger n lowers the small-sample bias
@@ -166,10 +168,48 @@ def test_fid_floor_is_real_against_real_at_the_same_n(tmp_path):
 def test_compute_metrics_against_a_dataset_spec(tmp_path):
     from genorder.data import load_dataset
 
-    real = load_dataset("shapes", "test").images[:40]
+    real, _ = subset_of(load_dataset("shapes", "test"), 40)
     out = M.compute_metrics(real, "shapes", ref_n=40, cache_dir=tmp_path, **fast())
-    assert abs(out["fid"]) < 1e-6  # the first 40 test images against themselves
-    assert out["reference"]["key"].startswith("shapes-test-40")
+    assert abs(out["fid"]) < 1e-6  # the reference's 40 test images against themselves
+    assert out["reference"]["key"].startswith("shapes-test-40-32px")
+
+
+def test_image_size_reaches_the_reference_and_the_floor(tmp_path):
+    """Every score sees the images at the size the run trained on, and the size is in the cache key:
+    a 16 px reference is the 16 px resize of the same balanced subset, not the 32 px originals."""
+    from genorder.data import load_dataset, resize_uint8
+
+    key32, f32 = M.reference_features("shapes", "test", 40, M.TINY, cache_dir=tmp_path)
+    key16, f16 = M.reference_features("shapes", "test", 40, M.TINY, cache_dir=tmp_path, image_size=16)
+    assert "-32px-" in key32 and "-16px-" in key16 and (tmp_path / f"{key16}.npz").is_file()
+    small, _ = subset_of(load_dataset("shapes", "test", image_size=16), 40)
+    assert small.shape[-1] == 16
+    assert torch.equal(f16, M.extract_features(small, M.TINY)) and not torch.equal(f16, f32)
+    floor = M.fid_floor("shapes", 30, ref_n=40, extractor=M.TINY, cache_dir=tmp_path, image_size=16)
+    assert floor["reference_key"] == key16 and floor["image_size"] == 16
+    train16, _ = subset_of(load_dataset("shapes", "train", image_size=16), 30)
+    direct = M.compute_metrics(train16, small, kid=False, prc=False, extractor=M.TINY)["fid"]
+    assert floor["fid_floor"] == pytest.approx(direct, rel=1e-6)
+    # a dataset spec as the reference: scored at the generated images' own size by default
+    out = M.compute_metrics(small, "shapes", ref_n=40, cache_dir=tmp_path, **fast())
+    assert out["reference"]["key"] == key16 and abs(out["fid"]) < 1e-6
+    assert resize_uint8(load_dataset("shapes", "test").images[:2], 16).shape == (2, 3, 16, 16)
+
+
+def test_reference_of_a_class_sorted_folder_is_balanced(tmp_path):
+    from collections import Counter
+
+    from test_subsets import class_sorted_folder
+
+    from genorder.data import load_dataset
+
+    spec = class_sorted_folder(tmp_path / "photos")
+    M.reference_features(spec, "train", 10, M.TINY, cache_dir=tmp_path / "c", image_size=8)
+    ds = load_dataset(spec, "train", image_size=8)
+    images, labels = subset_of(ds, 10)
+    assert Counter(labels.tolist()) == {c: 2 for c in range(5)}  # not the first 10 (one class)
+    _, feats = M.reference_features(spec, "train", 10, M.TINY, cache_dir=tmp_path / "c", image_size=8)
+    assert torch.equal(feats, M.extract_features(images, M.TINY))
 
 
 # -- the FID weights ---------------------------------------------------------------------------
@@ -238,7 +278,7 @@ def test_eval_cli_scores_a_samples_file(tmp_path, monkeypatch):
     from genorder_cli.main import app
 
     monkeypatch.setenv("GENORDER_FID_CACHE", str(tmp_path / "cache"))
-    imgs = load_dataset("shapes", "test").images[:24].numpy()
+    imgs = subset_of(load_dataset("shapes", "test"), 24)[0].numpy()  # the reference's own images
     np.savez(tmp_path / "s.npz", images=imgs)
     r = CliRunner().invoke(app, ["eval", "--samples", str(tmp_path / "s.npz"), "--dataset", "shapes", "--ref-n", "24",
                                  "--extractor", M.TINY, "--kid-subsets", "3", "--bootstrap", "5"], terminal_width=150)  # fmt: skip
@@ -284,3 +324,17 @@ def test_eval_cli_reports_class_accuracy_and_the_floor(tmp_path, monkeypatch):
     assert c["classifier_test_accuracy"] == pytest.approx(float((pred == ytest).double().mean()))
     assert rec["metrics"]["fid_floor"] > 0  # 48 train images against the 48 test images
     assert "class accuracy" in r.output and "FID floor" in r.output
+
+
+def test_kid_warning_says_what_the_std_is():
+    """With the generated set no bigger than a KID subset, the std is 0 when the reference is as
+    small and reflects only the reference draws when it is bigger; the warning says which."""
+    g = torch.Generator().manual_seed(0)
+    fake, real = torch.randn(20, 8, generator=g), torch.randn(60, 8, generator=g) + 0.3
+    same = M.metrics_from_features(fake, real[:20], fid=False, prc=False, kid_subsets=10)
+    more = M.metrics_from_features(fake, real, fid=False, prc=False, kid_subsets=10)
+    assert same["kid_std"] < 1e-3 * more["kid_std"]  # 0 up to float rounding
+    (w_same,) = [w for w in M.small_n_warnings(20, 20) if w.startswith("KID")]
+    (w_more,) = [w for w in M.small_n_warnings(20, 60) if w.startswith("KID")]
+    assert "KID std is 0" in w_same
+    assert "only reflects which reference images" in w_more and "is 0" not in w_more

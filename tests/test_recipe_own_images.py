@@ -93,7 +93,7 @@ def test_your_own_images_recipe(tmp_path, monkeypatch):
 def test_train_with_a_preset_configured_by_set(tmp_path, monkeypatch):
     """`--set tokenizer.*` reaches the tokenizer `train` trains first (here its codebook size)."""
     monkeypatch.chdir(tmp_path)
-    data = make_imagefolder(tmp_path / "photos")  # 32 images: one tokenizer batch
+    data = make_imagefolder(tmp_path / "photos", per_class=9)  # 36 images, 32 after the held-out split: one tokenizer batch
     r = invoke("train", "--order", "raster", "--dataset", data, "--image-size", "16", "--set", "tokenizer.vocab_size=32",
                "--tokenizer-steps", "1", "--depth", "1", "--steps", "1", "--batch-size", "8", "--out", "runs/r")  # fmt: skip
     assert r.exit_code == 0, r.output

@@ -60,3 +60,90 @@ def test_grid_column_captions(tmp_path):
     assert captioned.height > plain.height and captioned.width > plain.width
     with pytest.raises(ValueError, match="captions for 3 columns"):
         save_grid(images, tmp_path / "c.png", nrow=3, labels_top=["a"])
+
+
+def test_colour_data_on_a_cpu_gets_the_8x8_token_presets():
+    from genorder.registry import registry
+
+    for kind, size, cpu_name, gpu_name in (("multi-scale", 64, "msvq-rgb64-cpu", "msvq-rgb64"),
+                                           ("single-scale", 64, "vq-rgb64-cpu", "vq-rgb64"),
+                                           ("multi-scale", 32, "msvq-rgb32-cpu", "msvq-rgb32"),
+                                           ("single-scale", 32, "vq-rgb32-cpu", "vq-rgb32")):  # fmt: skip
+        assert default_tokenizer(kind, 3, size, device="cpu") == cpu_name
+        assert default_tokenizer(kind, 3, size, device="cuda") == gpu_name == default_tokenizer(kind, 3, size)
+        tok = registry("tokenizers").create(cpu_name, {})
+        assert (tok.channels, tok.image_size, tok.scales[-1]) == (3, size, 8)  # 8x8 tokens
+        tokens = tok.encode(torch.zeros(1, 3, size, size))
+        assert sum(t.numel() for t in tokens) == (130 if kind == "multi-scale" else 64)
+        twin = registry("tokenizers").create(cpu_name.replace(f"rgb{size}", "fmnist"), {})
+        assert tok.scales == twin.scales and tok.codebook_size == twin.codebook_size  # colour twins
+    name, _ = configure_for_dataset(None, "multi-scale", 3, 64, device="cpu")
+    assert name == "msvq-rgb64-cpu"
+    assert default_tokenizer("multi-scale", 1, 32, device="cpu") == "msvq-fmnist-cpu"  # grey: unchanged
+
+
+def test_quality_warning_names_psnr_and_colour_correlation():
+    from genorder.tokenizer_training import quality_warning
+
+    bad = {"psnr": 12.9, "colour": {"correlation": [0.3, 0.46, 0.41]}, "steps": 7}
+    line = quality_warning(bad)
+    assert "\n" not in line and "PSNR 12.9 dB" in line and "0.30/0.46/0.41" in line and "7 steps" in line
+    assert "far below" in quality_warning({"psnr": 25.0, "colour": {"correlation": [0.95, 0.5, 0.9]}})
+    assert quality_warning({"psnr": 25.0, "colour": {"correlation": [0.95, 0.93, 0.9]}}) is None
+    assert quality_warning({"psnr": 24.0}) is None
+
+
+def test_default_budgets_contain_no_minutes():
+    """No default stops on a wall-clock cap: train-tokenizer, train (its tokenizer and its run),
+    compare's CPU and GPU defaults; --minutes stays available and says it is load-dependent."""
+    import inspect
+
+    import genorder_cli.cmd_compare as compare
+    import genorder_cli.cmd_tokenizer as tok
+    import genorder_cli.cmd_train as train
+
+    assert "minutes" not in tok.DEFAULT_BUDGET and tok.DEFAULT_BUDGET["steps"] > 0
+    for fn in (train.train_run, train.train):
+        for name, p in inspect.signature(fn).parameters.items():
+            if "minutes" in name:
+                default = p.default.default if hasattr(p.default, "default") else p.default
+                assert default is None, (fn.__name__, name)
+    for regime in (compare.CPU, compare.GPU):
+        assert not any("minutes" in k and v is not None for k, v in regime.items())
+    from typer.testing import CliRunner
+
+    from genorder_cli.main import app
+
+    out = CliRunner().invoke(app, ["train-tokenizer", "--help"], terminal_width=300).output
+    assert "load-dependent" in " ".join(out.split()) and "1.5 minutes" not in out
+
+
+def test_the_tokenizer_is_checked_against_the_order_before_it_is_trained(tmp_path, monkeypatch):
+    from test_cli import shapes_npz
+    from typer.testing import CliRunner
+
+    from genorder_cli.main import app
+
+    monkeypatch.chdir(tmp_path)
+    data = shapes_npz(tmp_path / "s.npz", 16)
+    r = CliRunner().invoke(app, ["train", "--order", "maskgit", "--dataset", data, "--tokenizer", "msvq-tiny",
+                                 "--set", "tokenizer.channels=3", "--steps", "1", "--out", "runs/m"], terminal_width=200)  # fmt: skip
+    assert r.exit_code == 2 and "maskgit needs a single-scale tokenizer" in r.output and "before training" in r.output
+    assert not (tmp_path / "runs").exists()  # no tokenizer was trained or written
+
+
+def test_train_and_compare_share_a_tokenizer_cache_key():
+    """The key is what decides the weights, defaults filled in: an option given at its default
+    value, or one that does not change the weights, gives the same key; another lr does not."""
+    from genorder.data import load_dataset
+    from genorder_cli.common import tokenizer_cache_entry
+
+    ds = load_dataset("shapes", "train", limit=64)
+    opts = {"channels": 3, "image_size": 32}
+    train_side = tokenizer_cache_entry("msvq-rgb32-cpu", "shapes", ds, {"steps": 300}, None, opts)
+    compare_side = tokenizer_cache_entry("msvq-rgb32-cpu", "shapes", ds, {"steps": 300},
+                                         {"lr": 3e-4, "batch_size": 32, "device": "cpu", "eval_images": 100}, opts)
+    assert train_side == compare_side
+    other = tokenizer_cache_entry("msvq-rgb32-cpu", "shapes", ds, {"steps": 300}, {"lr": 2e-3}, opts)
+    assert other[1] != train_side[1]
+    assert tokenizer_cache_entry("msvq-rgb32-cpu", "shapes", ds, {"steps": 301}, None, opts)[1] != train_side[1]

@@ -394,6 +394,7 @@ def _annealed_plateau(rdir: Path, p: Preset, ds_spec: str, device: str | None) -
     from genorder.checkpoint import load_checkpoint
     from genorder.data import load_dataset
     from genorder.heldout import heldout_loss, plateau
+    from genorder.subsets import subset_of
 
     if p.train.get("schedule") != "wsd" or (rdir / "plateau.json").is_file():
         return
@@ -407,7 +408,7 @@ def _annealed_plateau(rdir: Path, p: Preset, ds_spec: str, device: str | None) -
     for f in pts:
         state, meta = load_checkpoint(f.with_suffix(""))
         r.model.load_state_dict(state)
-        loss = heldout_loss(r.order, r.tokenizer, r.model, test.images[:HELDOUT_N], test.labels[:HELDOUT_N])
+        loss = heldout_loss(r.order, r.tokenizer, r.model, *subset_of(test, HELDOUT_N))  # seeded, class-balanced
         rows.append({"step": meta["step"], "images": meta["images"], "heldout_loss": loss})
     pl = plateau([(q["images"], q["heldout_loss"]) for q in rows], tail=PLATEAU_TAIL)
     write_json(rdir / "plateau.json", {"kind": "held-out loss of annealed runs (wsd cool-down branches)",

@@ -113,6 +113,21 @@ MSVQFmnistCPU = preset("msvq-fmnist-cpu", "MSVQFmnistCPU", "6-scale f=4 tokenize
 VQFmnistCPU = preset("vq-fmnist-cpu", "VQFmnistCPU", "Single-scale 8x8 f=4 tokenizer for 32 px Fashion-MNIST on a CPU.",
                      default_for=(DefaultFor(SS, 1, 32),), scales=(8,), phi_share=1, **_FMNIST_CPU)
 
+# Their colour twins (issue 25): 8x8 tokens for RGB images on a CPU, the default there for colour data
+# (`DefaultFor(..., device="cpu")`; on a GPU the rgb32 / rgb64 presets above stay the default). At 32 px
+# f = 4 as above; at 64 px (the imagefolder default size) one more 2x downsampling, f = 8, so the token
+# grid stays 8x8: 130 next-scale tokens a 64 px image instead of 680.
+_RGB32_CPU = {**_FMNIST_CPU, "channels": 3}
+_RGB64_CPU = {**_FMNIST_CPU, "channels": 3, "image_size": 64, "ch_mult": (1, 2, 2, 2)}
+MSVQRgb32CPU = preset("msvq-rgb32-cpu", "MSVQRgb32CPU", "6-scale f=4 RGB tokenizer (8x8 tokens) for 32 px colour images on a CPU.",
+                      default_for=(DefaultFor(MS, 3, 32, device="cpu"),), scales=CPU_SCALES, **_RGB32_CPU)
+VQRgb32CPU = preset("vq-rgb32-cpu", "VQRgb32CPU", "Single-scale 8x8 f=4 RGB tokenizer for 32 px colour images on a CPU.",
+                    default_for=(DefaultFor(SS, 3, 32, device="cpu"),), scales=(8,), phi_share=1, **_RGB32_CPU)
+MSVQRgb64CPU = preset("msvq-rgb64-cpu", "MSVQRgb64CPU", "6-scale f=8 RGB tokenizer (8x8 tokens) for 64 px colour images on a CPU.",
+                      default_for=(DefaultFor(MS, 3, 64, device="cpu"),), scales=CPU_SCALES, **_RGB64_CPU)
+VQRgb64CPU = preset("vq-rgb64-cpu", "VQRgb64CPU", "Single-scale 8x8 f=8 RGB tokenizer for 64 px colour images on a CPU.",
+                    default_for=(DefaultFor(SS, 3, 64, device="cpu"),), scales=(8,), phi_share=1, **_RGB64_CPU)
+
 PRESETS: dict[str, type[MultiScaleVQVAE]] = {
     "msvq": MultiScaleVQVAE,
     "var-256": VAR256,
@@ -128,6 +143,11 @@ PRESETS: dict[str, type[MultiScaleVQVAE]] = {
     "vq-256": VQ256,
     "msvq-fmnist-cpu": MSVQFmnistCPU,
     "vq-fmnist-cpu": VQFmnistCPU,
+    # issue 25: the colour twins of the CPU presets, the CPU default for colour data
+    "msvq-rgb32-cpu": MSVQRgb32CPU,
+    "vq-rgb32-cpu": VQRgb32CPU,
+    "msvq-rgb64-cpu": MSVQRgb64CPU,
+    "vq-rgb64-cpu": VQRgb64CPU,
 }
 
 
