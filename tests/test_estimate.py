@@ -55,8 +55,8 @@ def test_check_duration_refuses_a_cpu_run_over_an_hour_unless_forced():
 
 
 def test_the_estimate_is_printed_and_leaves_the_run_unchanged(tiny, tmp_path):
-    """A run with the estimate (the CLI) ends with exactly the weights of one without (quiet)."""
-    from genorder_cli.cmd_train import train_run
+    """The CLI prints the estimate; a run with the estimate ends with exactly the weights of one without (quiet)."""
+    from genorder.training_run import train_run
 
     root, data = tiny
     with one_thread():
@@ -64,9 +64,13 @@ def test_the_estimate_is_printed_and_leaves_the_run_unchanged(tiny, tmp_path):
         assert r.exit_code == 0, r.output
         assert "estimate: 3 steps x" in r.output and "of training on cpu" in r.output
         assert "3/3" in r.output and "1000/1000" not in r.output  # the bar counts steps
-        train_run("raster", tmp_path / "b", dataset_spec=data, tokenizer_spec=str(root / "tok" / "tokenizer"), depth=1,
-                  budget={"steps": 3}, train_opts={"batch_size": 8, "device": "cpu"}, quiet=True)  # fmt: skip
-    a, _ = load_checkpoint(tmp_path / "a" / "model")  # the final model
+        common = dict(dataset_spec=data, tokenizer_spec=str(root / "tok" / "tokenizer"), depth=1,
+                      budget={"steps": 3}, train_opts={"batch_size": 8, "device": "cpu"})  # fmt: skip
+        said: list[str] = []
+        train_run("raster", tmp_path / "c", on_message=said.append, **common)  # the estimate runs
+        assert any("estimate: 3 steps x" in line for line in said)
+        train_run("raster", tmp_path / "b", quiet=True, **common)  # no estimate
+    a, _ = load_checkpoint(tmp_path / "c" / "model")  # the final model
     b, _ = load_checkpoint(tmp_path / "b" / "model")  # the final model
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
