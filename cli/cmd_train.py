@@ -16,6 +16,7 @@ from typing import Annotated, Optional
 
 import torch
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from genorder.budget import Budget, BudgetTracker, Spent
@@ -28,6 +29,7 @@ from genorder.images import save_grid
 from genorder.lock import RunLock
 from genorder.model import BackboneConfig, build_model, count_params
 from genorder.registry import registry
+from genorder.sample_grid import write_sample_grid
 from genorder.runs import (
     CHECKPOINTS,
     absolute_dataset_spec,
@@ -293,14 +295,17 @@ def _train_locked(order_name, order, out: Path, lock: RunLock, w, device, bb, bu
     from genorder.runs import Run
 
     run = Run(out, order, order_name, tokenizer, model.eval(), meta)
+    grid_error = None
     if samples_per_class > 0:  # 0: no grid (library callers that sample elsewhere)
-        labels = class_balanced_labels(ds.num_classes, ds.num_classes * samples_per_class)
-        images = generate_with_bar(run, labels, sampler, seed=tcfg.seed, batch_size=64, title="sample grid", quiet=quiet)
-        save_grid(images, out / "samples.png", nrow=samples_per_class, scale=2, labels_left=ds.class_names)
+        with progress_bar("sample grid", disable=quiet) as update:
+            grid_error = write_sample_grid(run, ds.class_names, sampler, tcfg.seed, samples_per_class,
+                                           out / "samples.png", progress=lambda d, t: update(d, t))  # fmt: skip
     summary.update({"order": order_name, "params": count_params(model), "depth": bb.depth,
                     "train_flops_per_image": trainer.flops_per_sample, "dataset": dataset_spec,
-                    "sampler": sampler.config.model_dump()})
+                    "sampler": sampler.config.model_dump(), **({"sample_grid_error": grid_error} if grid_error else {})})
     write_json(out / "summary.json", summary)
+    if grid_error:  # the run is complete and saved (a --resume finds it so); the grid is what failed
+        raise UserError(f"{grid_error}; the trained run is saved in {out} (summary.json), without samples.png")
     return summary
 
 
@@ -382,6 +387,8 @@ def train(
         raise
     main = world().main
     leave()  # torchrun: every rank waits for rank 0's grid and summary, then the group closes
+    if summary.get("sample_grid_error") and main:
+        console.print(f"[yellow]note:[/yellow] this run's sample grid failed: {escape(summary['sample_grid_error'])}")
     if not main or summary.get("already_complete"):
         return
     s = summary["spent"]

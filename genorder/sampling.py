@@ -6,6 +6,7 @@ import torch
 
 from genorder.generation import make_generator
 from genorder.order import Progress
+from genorder.registry import registry
 from genorder.runs import Run
 from genorder.sampler import Sampler
 
@@ -26,7 +27,8 @@ def generate_images(
     for b in range(n_batches):
         lab = labels[b * batch_size : (b + 1) * batch_size].to(device)
         cb = (lambda i, t, _b=b: progress(_b * t + i, n_batches * t)) if progress else None
-        tokens = run.order.generate(run.model, run.tokenizer, lab, sampler, g, cb)
+        with registry("orders").blame(run.order_name, "generating (generate())"):  # a plugin's bug: one error line
+            tokens = run.order.generate(run.model, run.tokenizer, lab, sampler, g, cb)
         with torch.inference_mode():
             out.append(run.tokenizer.decode(tokens).float().clamp(-1, 1).cpu())
     return torch.cat(out)
