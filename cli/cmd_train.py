@@ -27,7 +27,7 @@ from genorder.distributed import init_from_env, leave, world
 from genorder.errors import UserError
 from genorder.images import save_grid
 from genorder.lock import RunLock
-from genorder.model import BackboneConfig, build_model, count_params
+from genorder.model import BackboneConfig, build_model, check_trainable_on, count_params
 from genorder.registry import registry
 from genorder.sample_grid import write_sample_grid
 from genorder.runs import (
@@ -35,6 +35,7 @@ from genorder.runs import (
     absolute_dataset_spec,
     clean_run,
     copy_checkpoint,
+    enclosing_run,
     identity_diff,
     latest_checkpoint,
     list_runs,
@@ -151,6 +152,7 @@ def train_run(
         depth = 16 if on_gpu else 4
     order = registry("orders").create(order_name, {**sections.get("order", {}), **(order_opts or {})})
     bb = build_config(BackboneConfig, sections.get("backbone"), {"depth": depth, **(backbone_opts or {})}, section="backbone")
+    check_trainable_on(bb, device)  # e.g. FlexAttention on a CPU: refused before anything is written
     train_section = dict(sections.get("train", {}))
     nested_budget = train_section.pop("budget", None)
     if nested_budget is not None and not isinstance(nested_budget, dict):
@@ -161,6 +163,8 @@ def train_run(
     tok_opts = {k: v for k, v in sections.get("tokenizer", {}).items() if k != "name"}
     tokenizer_spec = tokenizer_spec or sections.get("tokenizer", {}).get("name")
     _check_out_dir(out)
+    if (inside := enclosing_run(out)) is not None:
+        raise UserError(f"--out {out} is inside the run {inside}; choose a folder outside any run")
     lock = RunLock(out)
     if w.main and out.is_dir():
         lock.acquire()  # a second writer stops here, named by PID, before reading or writing anything
