@@ -11,10 +11,17 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import typer
-from typer.core import TyperGroup
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from typer.core import TyperGroup
 
 from genorder.errors import UserError
 

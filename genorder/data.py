@@ -392,9 +392,9 @@ def _check_npy_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) ->
     with zf.open(info) as f:
         version = npy_format.read_magic(f)
         if version == (1, 0):
-            shape, fortran, dtype = npy_format.read_array_header_1_0(f)
+            shape, _fortran, dtype = npy_format.read_array_header_1_0(f)
         else:
-            shape, fortran, dtype = npy_format.read_array_header_2_0(f)
+            shape, _fortran, dtype = npy_format.read_array_header_2_0(f)
         header_len = f.tell()
     if dtype.hasobject:
         raise UserError(f"npz: {path}: {info.filename} holds Python objects; only plain arrays are read")

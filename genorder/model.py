@@ -56,7 +56,7 @@ class BackboneConfig(ComponentConfig):
     attn_backend: str = Field("auto", pattern="^(auto|sdpa|flex)$", description="flex: FlexAttention on CUDA")
 
     @model_validator(mode="after")
-    def _shapes_fit(self) -> "BackboneConfig":
+    def _shapes_fit(self) -> BackboneConfig:
         """Width splits into whole heads and the feed-forward layer is at least 1 wide."""
         if self.C % self.H:
             raise ValueError(f"width {self.C} must be divisible by heads {self.H} (set backbone.width or backbone.heads)")
