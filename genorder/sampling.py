@@ -20,6 +20,10 @@ def generate_images(
     progress: Progress | None = None,
 ) -> torch.Tensor:
     """(N,) labels -> (N, C, H, W) images in [-1, 1]. Deterministic for a given seed."""
+    if batch_size < 1:
+        from genorder.errors import UserError
+
+        raise UserError(f"the generation batch size must be at least 1, got {batch_size}")
     device = next(run.model.parameters()).device
     g = make_generator(seed, device)
     out = []
