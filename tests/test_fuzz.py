@@ -293,7 +293,7 @@ def draw_case(seed: int, lab: Path, case: Path, official: tuple[dict, dict]) -> 
         argv += maybe("--depth", ("0", "65", "x"), good=("1",)) + maybe("--image-size", ("0", "-1", "17"), 0.1, ("16", "8"))
         argv += maybe("--device", ("cuda:7", "tpu"), 0.15, ("cpu", "auto")) + maybe("--threads", ("0", "-2"), 0.1, ("1",))
         argv += maybe("--checkpoint-every", ("0", "-1"), 0.15, ("1",)) + maybe("--cfg", FLOATS, 0.1, ("0", "1.5"))
-        argv += config() + (random_sets(rng) if rng.random() < 0.6 else [])
+        argv += config() + (random_sets(rng) if rng.random() < 0.3 + 2 * bad_rate else [])
         if rng.random() < 0.15:  # inside a run, or onto a file
             out = rng.choice((lab / "host" / "checkpoints" / "x", lab / "tiny.npz", lab / "host" / "sub"))
         argv += ["--out", str(out)] + (["--resume"] if rng.random() < 0.1 else [])
@@ -365,7 +365,6 @@ def run_case(seed: int, lab: Path, official: tuple[dict, dict]) -> str | None:
     shutil.rmtree(case, ignore_errors=True)
     case.mkdir(parents=True)
     argv, writes = draw_case(seed, lab, case, official)
-    inputs = [p for p in case.rglob("*")]
     before = snapshot(lab, skip=(*writes, lab / "cache", lab / "cases"))
     case_before = snapshot(case, skip=tuple(writes))
     threads = torch.get_num_threads()
@@ -385,7 +384,6 @@ def run_case(seed: int, lab: Path, official: tuple[dict, dict]) -> str | None:
         problems.append("a traceback in the output")
     if snapshot(lab, skip=(*writes, lab / "cache", lab / "cases")) != before or snapshot(case, skip=tuple(writes)) != case_before:
         problems.append("files outside the command's outputs changed")
-    del inputs
     shutil.rmtree(case, ignore_errors=True)
     if problems:
         return f"seed {seed}: genorder {' '.join(argv)}\n" + "\n".join(problems) + f"\n--- output\n{r.output[-2000:]}"
@@ -415,6 +413,32 @@ def _isolated(fuzz_lab, monkeypatch):
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
+
+
+def test_the_harness_catches_tracebacks_bad_exits_and_stray_writes(fuzz_lab, _isolated, monkeypatch):
+    """The checks can fail: a command that raises, exits 1, or writes beside its --out is reported."""
+    import test_fuzz
+
+    root, official = fuzz_lab
+    real = test_fuzz.invoke
+
+    class Crashed:  # what CliRunner returns for a command that raised
+        exception, exit_code, output = RuntimeError("boom"), 1, "Traceback (most recent call last)"
+
+    def raising(lab, *argv):
+        return Crashed()
+
+    def stray(lab, *argv):
+        (lab / "stray.txt").write_text("x")
+        return real(lab, "plugins")
+
+    monkeypatch.setattr(test_fuzz, "invoke", raising)
+    assert "traceback" in run_case(5, root, official)
+    monkeypatch.setattr(test_fuzz, "invoke", stray)
+    try:
+        assert "files outside the command's outputs changed" in run_case(5, root, official)
+    finally:
+        (root / "stray.txt").unlink()
 
 
 def _run(seeds, fuzz_lab) -> tuple[int, list[str]]:
