@@ -8,7 +8,8 @@ outside the paths the command was told to write (its --out / --json / --npz and 
 redirected into the case folder).
 
 Sizes: `test_fuzz_ci` runs CI_CASES (40) seeded cases, about 30-50 s on 2 shared cores; the `slow`
-run `test_fuzz_long` runs GENORDER_FUZZ_CASES cases (default 1,000; deselect with -m "not slow").
+run `test_fuzz_long` runs GENORDER_FUZZ_CASES cases (default 1,000; deselect with -m "not slow"),
+logging one JSON line per case to GENORDER_FUZZ_REPORT as it goes.
 Work sizes stay tiny (depth 1, <= 2 steps, 16 px), and values that are valid but huge (a billion
 samples) are not drawn: they are slow, not wrong. `compare`, `ablate` and `scale` are fuzzed at
 their option parsing and validation only (a valid run of them is minutes long).
@@ -441,14 +442,20 @@ def test_the_harness_catches_tracebacks_bad_exits_and_stray_writes(fuzz_lab, _is
         (root / "stray.txt").unlink()
 
 
-def _run(seeds, fuzz_lab) -> tuple[int, list[str]]:
+def _run(seeds, fuzz_lab, log: Path | None = None) -> tuple[int, list[str]]:
+    """Run every seed's case; with `log`, one JSON line per case as it finishes (a long run that is
+    stopped early still says how many cases it ran and what failed)."""
     root, official = fuzz_lab
-    failures = []
+    failures, n = [], 0
     for seed in seeds:
         bad = run_case(seed, root, official)
+        n += 1
         if bad:
             failures.append(bad)
-    return len(seeds), failures
+        if log is not None:
+            with log.open("a") as f:
+                f.write(json.dumps({"seed": seed, "ok": bad is None, **({"failure": bad} if bad else {})}) + "\n")
+    return n, failures
 
 
 def test_fuzz_ci(fuzz_lab, _isolated):
@@ -468,7 +475,8 @@ def test_fuzz_seeds(fuzz_lab, _isolated):
 @pytest.mark.slow
 def test_fuzz_long(fuzz_lab, _isolated):
     """GENORDER_FUZZ_CASES (default 1,000) seeded cases after the CI ones; the report lists every failure."""
-    n, failures = _run(range(CI_CASES, CI_CASES + LONG_CASES), fuzz_lab)
-    report = Path(os.environ.get("GENORDER_FUZZ_REPORT", fuzz_lab[0] / "fuzz-report.json"))
-    report.write_text(json.dumps({"cases": n, "failures": failures}, indent=1))
+    report = Path(os.environ.get("GENORDER_FUZZ_REPORT", fuzz_lab[0] / "fuzz-report.jsonl"))
+    first = CI_CASES + int(os.environ.get("GENORDER_FUZZ_START", "0"))  # resume a stopped run's seeds
+    n, failures = _run(range(first, first + LONG_CASES), fuzz_lab, log=report)
+    assert n == LONG_CASES
     assert not failures, f"{len(failures)} of {n} cases failed (report {report}):\n\n" + "\n\n".join(failures[:5])
