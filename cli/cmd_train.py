@@ -29,7 +29,6 @@ from genorder.images import save_grid
 from genorder.lock import RunLock
 from genorder.model import BackboneConfig, build_model, check_trainable_on, count_params
 from genorder.registry import registry
-from genorder.sample_grid import write_sample_grid
 from genorder.runs import (
     CHECKPOINTS,
     absolute_dataset_spec,
@@ -47,6 +46,7 @@ from genorder.runs import (
     tokenizer_hash,
     write_json,
 )
+from genorder.sample_grid import write_sample_grid
 from genorder.trainer import Trainer, TrainConfig, resolve_device
 from genorder_cli.app import app, console, guarded, progress_bar
 from genorder_cli.common import (
@@ -392,7 +392,8 @@ def train(
     main = world().main
     leave()  # torchrun: every rank waits for rank 0's grid and summary, then the group closes
     if summary.get("sample_grid_error") and main:
-        console.print(f"[yellow]note:[/yellow] this run's sample grid failed: {escape(summary['sample_grid_error'])}")
+        console.print(f"[yellow]note:[/yellow] this run's sample grid failed: {escape(summary['sample_grid_error'])} "
+                      f"(once fixed, draw it with `genorder sample --run {escape(str(out))}`)")
     if not main or summary.get("already_complete"):
         return
     s = summary["spent"]
