@@ -108,7 +108,7 @@ class BenchConfig(ComponentConfig):
     floor: bool = Field(True, description="measure (once per device) and report the device floor")
     threads: int | None = Field(None, ge=1, description="CPU threads while benchmarking (default: torch's)")
     num_classes: int | None = Field(None, ge=1, description="default 1000 at 256, 10 at tiny")
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=2**40)
 
     @property
     def use_static(self) -> bool:

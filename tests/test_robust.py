@@ -280,6 +280,10 @@ def test_huge_sampling_seed_is_an_error(lab):
         assert invoke(lab, *TRAIN, "--steps", "1", "--out", "host").exit_code == 0
     assert_clean_error(invoke(lab, "sample", "--run", "host", "--seed", str(2**70), "--out", "s.png"), "out of range")
     assert not (lab / "s.png").exists()
+    r = invoke(lab, "train-tokenizer", "--tokenizer", "msvq-tiny", "--dataset", "npz:tiny.npz", "--steps", "1",
+               "--seed", "99999999999999999999999", "--out", "tk-seed")  # fmt: skip
+    assert_clean_error(r, "train.seed")
+    assert not (lab / "tk-seed").exists()
 
 
 # -- 12: the error formatter and usage errors -------------------------------------------------------
