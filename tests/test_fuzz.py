@@ -350,8 +350,11 @@ def draw_case(seed: int, lab: Path, case: Path, official: tuple[dict, dict]) -> 
         argv += maybe("--seeds", ("x", "-1"), 0.3, ("0", "0,1")) + maybe("--class", ("-1", "99", "x"), 0.3, ("0", "1"))
     elif command in ("compare", "ablate", "scale"):  # parsing and validation only: each case is bad input
         argv = [command, "--out", str(out)]
-        argv += rng.choice((["--bogus"], ["--steps", "x"], ["--seeds", "x,y"], ["--orders", ",,"], ["--config", str(lab / "tiny.npz")],
-                            ["--set", "x"], ["--points", "-1"], ["--n", "-1"], ["--workers", "0"]))  # fmt: skip
+        # each of these is checked to be an error for all three (`--orders ,,` is not: it means the default
+        # orders and starts a real sweep)
+        argv += rng.choice((["--bogus"], ["--steps", "x"], ["--seeds", "x,y"], ["--orders", "no-such-order"],
+                            ["--config", str(lab / "tiny.npz")], ["--set", "x"], ["--points", "-1"], ["--n", "-1"],
+                            ["--workers", "0"]))  # fmt: skip
     elif command == "check":
         argv, writes = ["check", *rng.choice((["--bogus"], ["--threads", "x"]))], []
     else:  # usage errors anywhere
