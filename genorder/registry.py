@@ -83,7 +83,7 @@ class Registry:
             yield
         except UserError:
             raise
-        except Exception as err:  # the plugin's bug must not surface as our traceback
+        except Exception as err:  # noqa: BLE001 -- the plugin's bug must not surface as our traceback
             raise PluginFailure(self.kind, name, self.plugin_of(name), what, err) from err
 
 
