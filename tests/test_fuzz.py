@@ -206,6 +206,8 @@ def random_pth(path: Path, rng: random.Random, official: dict[str, torch.Tensor]
             key = rng.choice(list(base))
             t = base[key]
             change = rng.choice(("rank", "empty", "dtype", "sparse", "nan", "drop", "extra", "zero-d"))
+            if t.layout != torch.strided:  # made sparse by an earlier change: only drop it or leave it
+                change = "drop" if change == "drop" else "extra"
             if change == "rank":
                 base[key] = t.reshape(-1)
             elif change == "empty":
