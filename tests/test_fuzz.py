@@ -203,6 +203,8 @@ def random_pth(path: Path, rng: random.Random, official: dict[str, torch.Tensor]
         return
     if kind == "odd":
         for _ in range(rng.randint(1, 4)):
+            if not base:
+                break
             key = rng.choice(list(base))
             t = base[key]
             change = rng.choice(("rank", "empty", "dtype", "sparse", "nan", "drop", "extra", "zero-d"))
