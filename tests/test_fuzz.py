@@ -7,7 +7,9 @@ exit 0 or 2 (2 with an `error:` line), never a traceback, and no file written, c
 outside the paths the command was told to write (its --out / --json / --npz), GENORDER_CACHE_DIR
 (redirected into the lab) and the content-keyed caches under ./runs (CACHES).
 
-Sizes: `test_fuzz_ci` runs CI_CASES (40) seeded cases, about 30-50 s on 2 shared cores; the `slow`
+Sizes: `test_fuzz_ci` runs CI_CASES (40) seeded cases (seeds 0-39): 36-48 s for the cases plus ~16 s
+of setup, measured 2026-12-04 with `pytest tests/test_fuzz.py -m "not slow"` on 2 shared cores of an
+AMD EPYC (lscpu), under load; deterministic cases, but timings differ across CPU models and load. The `slow`
 run `test_fuzz_long` runs GENORDER_FUZZ_CASES cases (default 1,000; deselect with -m "not slow"),
 logging one JSON line per case to GENORDER_FUZZ_REPORT as it goes.
 Work sizes stay tiny (depth 1, <= 2 steps, 16 px), and values that are valid but huge (a billion
