@@ -156,7 +156,7 @@ def registration_problem(kind: str, name: object, cls: object) -> str | None:
 def _short_repr(obj: object) -> str:
     try:
         text = repr(obj)
-    except Exception:  # a repr that raises is the plugin's problem, not ours
+    except Exception:  # noqa: BLE001 -- a repr that raises is the plugin's problem, not ours
         text = "?"
     return text if len(text) <= 40 else text[:37] + "..."
 
