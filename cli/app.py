@@ -12,11 +12,51 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from typer.core import TyperGroup
 
 from genorder.errors import UserError
 
+try:  # typer vendors click (typer._click) since 0.2x; older releases use click itself
+    from typer._click import exceptions as _click_exceptions
+except ImportError:  # pragma: no cover
+    from click import exceptions as _click_exceptions  # type: ignore[no-redef]
+
+
+class _Group(TyperGroup):
+    """The app's command group: a usage error (unknown option, missing or malformed value) is an
+    `error:` line naming the command's --help, exit 2, like every other bad input (Typer's own
+    rendering is a box with no `error:` line)."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):  # type: ignore[override]
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except _click_exceptions.NoArgsIsHelpError as err:  # `genorder` alone: the help
+            err.show()
+            sys.exit(err.exit_code)
+        except _click_exceptions.ClickException as err:
+            ctx = getattr(err, "ctx", None)
+            hint = f" (see `{ctx.command_path} --help`)" if isinstance(err, _click_exceptions.UsageError) and ctx else ""
+            _print_error(f"{err.format_message()}{hint}")
+            sys.exit(err.exit_code)
+        except typer.Abort:
+            _print_error("aborted")
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
 app = typer.Typer(
+    cls=_Group,
     name="genorder",
     help="Train and compare image generation orders (every registered one: see `genorder plugins`).",
     no_args_is_help=True,
@@ -64,8 +104,9 @@ _warned = False
 
 
 def _print_error(message: str) -> None:
+    """Each line of `message` as `error: line` (the text is escaped: "[order]" stays as written)."""
     for line in message.splitlines() or [""]:
-        err_console.print(f"[red]error:[/red] {line}", highlight=False, soft_wrap=True)
+        err_console.print(f"[red]error:[/red] {escape(line)}", highlight=False, soft_wrap=True)
 
 
 def _warn_plugin_problems() -> None:
@@ -77,7 +118,7 @@ def _warn_plugin_problems() -> None:
     from genorder.registry import plugin_problems
 
     for p in plugin_problems():
-        err_console.print(f"[yellow]warning:[/yellow] {p.describe()}", highlight=False, soft_wrap=True)
+        err_console.print(f"[yellow]warning:[/yellow] {escape(p.describe())}", highlight=False, soft_wrap=True)
 
 
 @contextmanager

@@ -8,12 +8,14 @@ from typing import Annotated, Optional
 import torch
 import typer
 from rich import box
+from rich.markup import escape
 from rich.table import Table
 
 from genorder.bench import (
     BenchConfig,
     BenchRow,
     default_baseline,
+    failures,
     ceilings_for,
     plot_throughput,
     report,
@@ -24,6 +26,7 @@ from genorder.bench import (
 )
 from genorder.bench import bench as run_bench
 from genorder.config import build_config
+from genorder.errors import UserError
 from genorder_cli.app import app, console, guarded, parse_csv, progress_bar
 
 Opt = typer.Option
@@ -82,7 +85,7 @@ def rows_tables(rows: list[BenchRow], title: str, baseline: str | None) -> list[
                      _bytes(r.peak_memory_bytes), _sig(1e3 * r.floor_s if r.floor_s else None),
                      _num(100 * r.floor_fraction if r.floor_fraction else None, "{:.1f}%"))
         if r.error:
-            speed.add_row(r.order, str(r.batch), f"[red]{r.error}[/red]", "–", "–", "–", "–")
+            speed.add_row(r.order, str(r.batch), f"[red]{escape('failed' if r.failed else r.error)}[/red]", "–", "–", "–", "–")
             continue
         decode = (_num(100 * r.decode_share, "{:.0f}%") if r.decode_share is not None
                   else f"({1e3 * r.decode_s:.1f} ms)" if r.decode_s else "–")
@@ -193,3 +196,6 @@ def bench(
     write_report(json_out, report(config, rows, ceilings))
     plot_throughput(rows, png_out, f"genorder bench · {what} · {title}")
     console.print(f"wrote {json_out} and {png_out}")
+    failed = failures(rows)
+    if failed:  # the other orders' results are written above; the failing ones are named here
+        raise UserError("\n".join(failed))

@@ -244,6 +244,8 @@ def eval_cmd(
         raise UserError(f"--n must be at least 2, got {n}")
     if bootstrap < 0:
         raise UserError(f"--bootstrap must be >= 0, got {bootstrap}")
+    if batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1, got {batch_size}")
     if ref_n is not None and ref_n < 2:
         raise UserError(f"--ref-n must be at least 2, got {ref_n}")
     check_extractor(extractor)

@@ -47,7 +47,8 @@ def import_cmd(
     importer = registry("importers").create(name, opts)
     if (out / "model.json").exists():
         raise UserError(f"{out} already holds a run; choose another --out")
-    imported = importer.load()
+    with registry("importers").blame(name, "reading the checkpoints"):  # a malformed file the checks missed
+        imported = importer.load()
     extra = {"dataset": dataset} if dataset else {}
     write_run(imported, out, name, **extra)
     b = imported.backbone

@@ -12,6 +12,7 @@ from typing import Annotated, Optional
 
 import torch
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from genorder.data import class_balanced_labels
@@ -26,7 +27,6 @@ from genorder_cli.common import (
     ImageSizeOpt,
     ThreadsOpt,
     TokenizerOpt,
-    generate_with_bar,
     layered,
     make_sampler,
     set_threads,
@@ -120,6 +120,9 @@ def train(
     stack.close()
     main = world().main
     leave()  # torchrun: every rank waits for rank 0's grid and summary, then the group closes
+    if summary.get("sample_grid_error") and main:
+        console.print(f"[yellow]note:[/yellow] this run's sample grid failed: {escape(summary['sample_grid_error'])} "
+                      f"(once fixed, draw it with `genorder sample --run {escape(str(out))}`)")
     if not main or summary.get("already_complete"):
         return
     s = summary["spent"]

@@ -55,7 +55,7 @@ from genorder.generation import make_generator
 from genorder.layout import TokenLayout
 from genorder.model import BackboneConfig, GenModel, Modulations, build_model, count_params
 from genorder.order import IGNORE, Order
-from genorder.registry import registry
+from genorder.registry import PluginFailure, registry
 from genorder.sampler import StandardSampler
 from genorder.trainer import resolve_device
 from genorder.timing import Timing, device_name, peak_memory, reset_peak_memory, time_fn
@@ -108,7 +108,7 @@ class BenchConfig(ComponentConfig):
     floor: bool = Field(True, description="measure (once per device) and report the device floor")
     threads: int | None = Field(None, ge=1, description="CPU threads while benchmarking (default: torch's)")
     num_classes: int | None = Field(None, ge=1, description="default 1000 at 256, 10 at tiny")
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=2**40)
 
     @property
     def use_static(self) -> bool:
@@ -549,12 +549,32 @@ def build_subjects(config: BenchConfig, device: torch.device) -> Iterator[Subjec
     toks: dict = {}
     num_classes = config.num_classes or PRESETS[config.resolution]["num_classes"]
     for spec in (parse_order_spec(s) for s in config.orders):
-        order = registry("orders").create(spec.name, _with_kv_option(spec, config))
-        tok = _tokenizer_for(order, config.resolution, device, toks)
-        bb = BackboneConfig(depth=config.depth)
-        with torch.device(device):
-            model = build_model(order, tok, bb, num_classes).eval()
+        try:
+            order = registry("orders").create(spec.name, _with_kv_option(spec, config))
+            tok = _tokenizer_for(order, config.resolution, device, toks)
+            bb = BackboneConfig(depth=config.depth)
+            with registry("orders").blame(spec.name, "building its model"), torch.device(device):
+                model = build_model(order, tok, bb, num_classes).eval()
+        except PluginFailure as err:  # this order fails alone; the others are still timed
+            yield FailedSubject(spec.label, spec.name, str(err))
+            continue
         yield Subject(spec.label, spec.name, order, tok, model)
+
+
+@dataclasses.dataclass
+class FailedSubject:
+    """An order whose own code raised before it could be timed (`error` names it and its plugin)."""
+
+    label: str
+    order_name: str
+    error: str
+
+    def rows(self, config: BenchConfig, device: torch.device, dtype: torch.dtype) -> list[BenchRow]:
+        return [BenchRow(order=self.label, order_name=self.order_name, depth=config.depth, params=0, steps=0, batch=B,
+                         device=device_name(device), dtype=str(dtype).removeprefix("torch."), cfg=config.cfg,
+                         kv_cache=None, compiled=config.compile, static_step=config.use_static, adaln_once=False,
+                         include_decode=config.include_decode, error=self.error, failed=True)
+                for B in config.batch_sizes]  # fmt: skip
 
 
 def cast_for_inference(subject: Subject, dtype: torch.dtype) -> None:
@@ -611,6 +631,7 @@ class BenchRow:
     floor_fraction: float | None = None  # floor_s / latency_s (1 = at the physical limit)
     ratio_to_baseline: float | None = None  # baseline latency / this latency at the same batch
     error: str | None = None
+    failed: bool = False  # the order's own code raised (`error` names it and its plugin); not OOM
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -619,8 +640,9 @@ class BenchRow:
 def _time_subject(subject: Subject, config: BenchConfig, device: torch.device, dtype: torch.dtype,
                   ceilings: DeviceCeilings | None, progress: Callable[[int, str], None]) -> list[BenchRow]:
     order, tok, model = subject.order, subject.tokenizer, subject.model
-    layout = order.layout(tok)
-    steps = generation_steps(order, layout)
+    with registry("orders").blame(subject.order_name, "laying out its steps"):
+        layout = order.layout(tok)
+        steps = generation_steps(order, layout)
     cfg_on = config.cfg and config.cfg_scale > 0
     static = config.use_static
     runner = static or config.compile
@@ -684,6 +706,15 @@ def _time_subject(subject: Subject, config: BenchConfig, device: torch.device, d
                 torch.cuda.empty_cache()
             rows.append(row)
             continue
+        except Exception as err:  # the order's own code raised: this row fails, the others go on
+            if isinstance(err, UserError) and not isinstance(err, PluginFailure):
+                raise
+            failure = err if isinstance(err, PluginFailure) else PluginFailure(
+                "orders", subject.order_name, registry("orders").plugin_of(subject.order_name), "generating (generate())", err)
+            row.error, row.failed = str(failure), True
+            out.clear()
+            rows.append(row)
+            continue
         row.latency_s, row.latency_all_s = t.median_s, list(t.all_s)
         row.images_per_s = B / t.median_s
         row.ms_per_image = 1e3 * t.median_s / B
@@ -701,6 +732,11 @@ def _time_subject(subject: Subject, config: BenchConfig, device: torch.device, d
         rows.append(row)
         out.clear()
     return rows
+
+
+def failures(rows: list[BenchRow]) -> list[str]:
+    """One line per order whose own code raised (rows marked `failed`), in row order."""
+    return list(dict.fromkeys(r.error for r in rows if r.failed and r.error))
 
 
 def default_baseline(rows: list[BenchRow]) -> str | None:
@@ -790,7 +826,13 @@ def bench(config: BenchConfig, progress: BenchProgress | None = None) -> list[Be
                         done = _base + config.batch_sizes.index(batch)
                         progress(done, max(total, done + 1), what)
 
-                rows.extend(_time_subject(subject, config, device, dtype, ceilings, tick))
+                if isinstance(subject, FailedSubject):
+                    rows.extend(subject.rows(config, device, dtype))
+                    continue
+                try:
+                    rows.extend(_time_subject(subject, config, device, dtype, ceilings, tick))
+                except PluginFailure as err:
+                    rows.extend(FailedSubject(subject.label, subject.order_name, str(err)).rows(config, device, dtype))
                 del subject
                 if device.type == "cuda":
                     torch.cuda.empty_cache()

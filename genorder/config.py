@@ -30,15 +30,17 @@ C = TypeVar("C", bound=BaseModel)
 class ComponentConfig(BaseModel):
     """Base class of every component config: unknown keys are errors, instances are immutable."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+    # allow_inf_nan=False: `lr = inf` or `cfg = nan` is a bad value, not a number (every float field)
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=(), allow_inf_nan=False)
 
 
 def format_validation_error(err: ValidationError, prefix: str = "") -> str:
     """One `field: message` line per problem, e.g. `backbone.depth: Input should be greater than 0`."""
     lines = []
     for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "(root)"
-        lines.append(f"{prefix}{loc}: {e['msg']}")
+        loc = ".".join(str(p) for p in e["loc"])
+        where = f"{prefix}{loc}" if loc else (prefix.rstrip(".") or "config")  # a whole-config check
+        lines.append(f"{where}: {e['msg'].removeprefix('Value error, ')}")
     return "\n".join(lines)
 
 
@@ -52,14 +54,38 @@ def build_config(cls: type[C], *layers: dict[str, Any] | None, section: str = ""
 
     Raises `UserError` with `section.field: message` lines when a value is bad.
     """
+    prefix = f"{section}." if section else ""
     merged: dict[str, Any] = {}
-    for layer in layers:
-        if layer:
-            merged.update(prune_none(layer))
+    pruned = [prune_none(layer) for layer in layers if layer]
+    for layer in pruned:
+        merged.update(layer)
     try:
-        return cls.model_validate(merged)
+        config = cls.model_validate(merged)
     except ValidationError as err:
-        raise UserError(format_validation_error(err, f"{section}." if section else "")) from None
+        raise UserError(format_validation_error(err, prefix)) from None
+    _check_overridden(cls, pruned, merged, prefix)
+    return config
+
+
+def _check_overridden(cls: type[BaseModel], layers: list[dict[str, Any]], merged: dict[str, Any], prefix: str) -> None:
+    """A value a later layer overrides must still be valid on its own: a bad `lr = -1` in a TOML
+    file is an error even when `--lr` replaces it, not silently dropped. Each layer's overridden
+    keys are validated in the final config's context; only errors on those keys count."""
+    problems = []
+    for i, layer in enumerate(layers):
+        later = set().union(*(layers[j].keys() for j in range(i + 1, len(layers))))
+        hidden = {k: v for k, v in layer.items() if k in later and merged.get(k) is not v}
+        if not hidden:
+            continue
+        try:
+            cls.model_validate({**merged, **hidden})
+        except ValidationError as err:
+            for e in err.errors():
+                if e["loc"] and e["loc"][0] in hidden:
+                    loc = ".".join(str(p) for p in e["loc"])
+                    problems.append(f"{prefix}{loc}: {e['msg']} (in a setting that a later option overrides; fix or remove it)")
+    if problems:
+        raise UserError("\n".join(dict.fromkeys(problems)))
 
 
 def load_toml(path: str | Path) -> dict[str, Any]:
@@ -68,9 +94,11 @@ def load_toml(path: str | Path) -> dict[str, Any]:
     if not p.is_file():
         raise UserError(f"config file not found: {p}")
     try:
-        return tomllib.loads(p.read_text())
+        return tomllib.loads(p.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as err:
         raise UserError(f"{p}: invalid TOML: {err}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{p}: not a TOML file (it is not UTF-8 text)") from None
 
 
 def parse_overrides(items: list[str] | None) -> dict[str, dict[str, Any]]:

@@ -123,6 +123,9 @@ class ImageDataset(Dataset):
     def _set_data(self, images: torch.Tensor, labels: torch.Tensor, class_names: list[str]) -> None:
         """Store (N, C, H, W) uint8 images and (N,) labels, applying limit, channels and size."""
         cfg = self.config
+        if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.ndim != 4:
+            what = f"{images.dtype} {tuple(images.shape)}" if isinstance(images, torch.Tensor) else type(images).__name__
+            raise UserError(f"{type(self).__name__}: images must be a uint8 tensor (N, C, H, W), got {what}")
         if cfg.limit is not None:
             images, labels = images[: cfg.limit], labels[: cfg.limit]
         if len(images) == 0:
@@ -238,12 +241,30 @@ class FashionMNIST(ImageDataset):
 # -- image folders ----------------------------------------------------------------------------
 
 
+MAX_IMAGE_PIXELS = 50_000_000  # one image larger than this (by its header) is refused before decoding
+
+
 def _load_image(path: Path, size: int, mode: str) -> np.ndarray:
-    """Read one image, resize its shorter side to `size`, centre-crop -> (size, size[, 3]) uint8."""
+    """Read one image, resize its shorter side to `size`, centre-crop -> (size, size[, 3]) uint8.
+    The header's size is checked before any pixel is decoded (decompression bombs)."""
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as im:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im_ctx = Image.open(path)  # reads the header only
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise UserError(f"cannot read image {path}: its header declares an image too large to decode safely") from None
+    except (OSError, UnidentifiedImageError, ValueError) as err:
+        raise UserError(f"cannot read image {path}: {err}") from None
+    try:
+        with im_ctx as im:
+            w, h = im.size
+            if w < 1 or h < 1 or w * h > MAX_IMAGE_PIXELS:
+                raise UserError(f"cannot read image {path}: its header declares {w}x{h} px; images are limited to "
+                                f"{MAX_IMAGE_PIXELS:,} pixels (resize it first)")  # fmt: skip
             im = im.convert(mode)
             w, h = im.size
             scale = size / min(w, h)
@@ -252,7 +273,7 @@ def _load_image(path: Path, size: int, mode: str) -> np.ndarray:
             left, top = (nw - size) // 2, (nh - size) // 2
             im = im.crop((left, top, left + size, top + size))
             return np.asarray(im, dtype=np.uint8)
-    except (OSError, UnidentifiedImageError, ValueError) as err:
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError, EOFError) as err:
         raise UserError(f"cannot read image {path}: {err}") from None
 
 
@@ -394,6 +415,56 @@ def _labels(arr: np.ndarray | None, n: int, key: str, path: Path) -> torch.Tenso
     return torch.from_numpy(arr.astype(np.int64))
 
 
+def read_npz(path: Path) -> dict[str, np.ndarray]:
+    """Every array of a .npz file (no pickles). Before an array is read, its header's size is checked
+    against the bytes stored for it, so a header that lies cannot allocate memory it does not hold;
+    a .npy file, a truncated or a damaged file is a `UserError`."""
+    what = f"npz: cannot read {path} as a .npz file"
+    if not zipfile.is_zipfile(path):
+        hint = " (it is a single .npy array: save it with np.savez(PATH, images=...))" if _is_npy(path) else ""
+        raise UserError(f"{what}: not a zip archive of arrays{hint}")
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                if info.filename.endswith(".npy"):
+                    _check_npy_member(zf, info, path)
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except UserError:
+        raise
+    except (OSError, ValueError, EOFError, zlib.error, zipfile.BadZipFile, KeyError, MemoryError) as err:
+        raise UserError(f"{what} (truncated or not an npz?): {type(err).__name__}: {err}") from None
+
+
+def _is_npy(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(6) == b"\x93NUMPY"
+    except OSError:
+        return False
+
+
+def _check_npy_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> None:
+    """The array header of one member: its declared bytes must fit in the member's stored size."""
+    from numpy.lib import format as npy_format
+
+    with zf.open(info) as f:
+        version = npy_format.read_magic(f)
+        if version == (1, 0):
+            shape, _fortran, dtype = npy_format.read_array_header_1_0(f)
+        else:
+            shape, _fortran, dtype = npy_format.read_array_header_2_0(f)
+        header_len = f.tell()
+    if dtype.hasobject:
+        raise UserError(f"npz: {path}: {info.filename} holds Python objects; only plain arrays are read")
+    declared = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+    if declared > info.file_size - header_len:
+        raise UserError(
+            f"npz: {path}: {info.filename} declares shape {tuple(shape)} ({declared:,} bytes) but holds "
+            f"{max(info.file_size - header_len, 0):,}; the file is damaged or truncated"
+        )
+
+
 class NpzDataset(ImageDataset):
     """Arrays from npz:PATH: uint8 `images` with optional int `labels`.
 
@@ -403,11 +474,7 @@ class NpzDataset(ImageDataset):
     def __init__(self, config: DatasetConfig) -> None:
         super().__init__(config)
         path = _need_path("npz", config.arg)
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                arrays = {k: z[k] for k in z.files}
-        except (OSError, ValueError, EOFError, zlib.error, zipfile.BadZipFile) as err:
-            raise UserError(f"npz: cannot read {path} as a .npz file (truncated or not an npz?): {err}") from None
+        arrays = read_npz(path)
         prefix = "test_" if config.split == "test" and "test_images" in arrays else ""
         key = f"{prefix}images"
         if key not in arrays:
@@ -540,7 +607,34 @@ def load_dataset(
     }
     if holdout is not None:
         options["holdout"] = holdout
-    return registry("datasets").create(name, options)
+    ds = registry("datasets").create(name, options)
+    check_finite(ds, spec)
+    return ds
+
+
+def check_finite(dataset: Dataset, spec: str, chunk: int = 4096) -> None:
+    """Refuse a dataset holding a non-finite pixel (NaN or inf), which would train silently on
+    garbage. uint8 images (every `ImageDataset`) are finite by construction; any other dataset (a
+    plugin's) is read once, batch by batch, through `get_batch` or item by item."""
+    images = getattr(dataset, "images", None)
+    if isinstance(images, torch.Tensor) and not images.is_floating_point() and not images.is_complex():
+        return
+    n = len(dataset)  # type: ignore[arg-type]
+    get_batch = getattr(dataset, "get_batch", None)
+    for start in range(0, n, chunk):
+        idx = torch.arange(start, min(start + chunk, n))
+        if get_batch is not None:
+            x = get_batch(idx)[0]
+        else:
+            x = torch.stack([torch.as_tensor(dataset[int(i)][0]) for i in idx])
+        x = torch.as_tensor(x)
+        if x.is_complex() or not (x.is_floating_point() or x.dtype == torch.uint8):
+            raise UserError(f"dataset {spec}: images must be real numbers (float or uint8), got {x.dtype}")
+        bad = ~torch.isfinite(x.reshape(len(x), -1)).all(dim=1) if x.is_floating_point() else None  # (B,)
+        if bad is not None and bool(bad.any()):
+            first = start + int(bad.nonzero()[0])
+            raise UserError(f"dataset {spec}: image {first} holds non-finite pixels (NaN or inf); "
+                            f"{int(bad.sum())} of the images {start}..{start + len(x) - 1} do; fix the data")  # fmt: skip
 
 
 def make_loader(

@@ -54,7 +54,12 @@ def make_generator(seed: int | None, device: torch.device | str) -> torch.Genera
     if seed is None:
         return None
     g = torch.Generator(device=device)
-    g.manual_seed(seed)
+    try:
+        g.manual_seed(seed)
+    except (RuntimeError, ValueError, OverflowError):  # torch seeds are 64-bit
+        from genorder.errors import UserError
+
+        raise UserError(f"seed {seed} is out of range; a seed is a 64-bit integer (0 .. {2**64 - 1})") from None
     return g
 
 

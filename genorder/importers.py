@@ -70,15 +70,17 @@ def read_state_dict(path: str | Path, prefix: str = "") -> dict[str, torch.Tenso
         try:
             obj: Any = load_file(str(p), device="cpu")
         except (SafetensorError, OSError, ValueError, RuntimeError) as err:
-            raise UserError(f"{p}: not a readable safetensors file: {err}") from None
+            raise UserError(f"{p}: not a readable safetensors file: {_first_line(err)}") from None
+        except Exception as err:  # noqa: BLE001 -- untrusted bytes: whatever the parser raises, the file is unreadable
+            raise UserError(f"{p}: not a readable safetensors file: {type(err).__name__}: {_first_line(err)}") from None
     else:
-        import pickle
-
         try:
             obj = torch.load(p, map_location="cpu", weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, AttributeError) as err:
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise UserError(f"{p}: not a plain state dict (refused by torch.load(weights_only=True): {first})") from None
+        except MemoryError:
+            raise UserError(f"{p}: not a plain state dict (it declares more data than fits in memory)") from None
+        except Exception as err:  # noqa: BLE001 -- untrusted bytes (damaged, forged, fuzzed): any parser error means unreadable
+            raise UserError(f"{p}: not a plain state dict (refused by torch.load(weights_only=True): "
+                            f"{type(err).__name__}: {_first_line(err)})") from None  # fmt: skip
     if not isinstance(obj, dict):
         raise UserError(f"{p}: holds a {type(obj).__name__}, not a state dict")
     for k, v in obj.items():
@@ -87,11 +89,46 @@ def read_state_dict(path: str | Path, prefix: str = "") -> dict[str, torch.Tenso
         if not isinstance(v, torch.Tensor):
             hint = " (a nested dict: pass the inner state dict)" if isinstance(v, dict) else ""
             raise UserError(f"{p}: {k!r} holds a {type(v).__name__}, not a tensor{hint}")
+        _check_plain_tensor(v, f"{p}: {k!r}")
     if prefix:
         obj = {k[len(prefix):]: v for k, v in obj.items() if k.startswith(prefix)}
         if not obj:
             raise UserError(f"{p}: no tensor name starts with {prefix!r}")
     return obj
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0][:300] if text else type(err).__name__
+
+
+def _check_plain_tensor(t: torch.Tensor, what: str, finite: bool = False) -> None:
+    """A tensor we can use as it is: dense and real (complex is refused, not cast); with `finite`
+    (a weight, not a mask buffer such as VAR's -inf attention bias), free of NaN and inf."""
+    if t.layout != torch.strided:
+        raise UserError(f"{what} is a {str(t.layout).removeprefix('torch.')} tensor; only dense tensors are read")
+    if t.is_quantized or t.is_complex():
+        raise UserError(f"{what} has dtype {str(t.dtype).removeprefix('torch.')}; weights must be real "
+                        "(float, int or bool), and are never cast")  # fmt: skip
+    if finite and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+        raise UserError(f"{what} holds non-finite values (NaN or inf)")
+
+
+def tensor(state: Mapping[str, torch.Tensor], key: str, source: str, ndim: int | None = None,
+           integral: bool = False, min_shape: tuple[int, ...] | None = None) -> torch.Tensor:
+    """`state[key]` checked for what an importer reads from it: present, with `ndim` dimensions,
+    an integer dtype when `integral`, and each dimension at least `min_shape`'s; else a `UserError`
+    naming the key (a malformed file is bad input, not an IndexError)."""
+    if key not in state:
+        raise UserError(f"{source}: missing key {key!r}")
+    t = state[key]
+    if ndim is not None and t.ndim != ndim:
+        raise UserError(f"{source}: {key} has shape {tuple(t.shape)} ({t.ndim}-D); expected a {ndim}-D tensor")
+    if integral and (t.is_floating_point() or t.is_complex() or t.dtype == torch.bool):
+        raise UserError(f"{source}: {key} has dtype {str(t.dtype).removeprefix('torch.')}; expected integers")
+    if min_shape is not None and any(n < m for n, m in zip(t.shape, min_shape)):
+        raise UserError(f"{source}: {key} has shape {tuple(t.shape)}; each dimension must be at least {min_shape}")
+    return t
 
 
 def map_state(
@@ -118,6 +155,7 @@ def map_state(
         src = state[off]
         if tuple(src.shape) != tuple(t.shape):
             raise UserError(f"{source}: {off} has shape {tuple(src.shape)}, expected {tuple(t.shape)}")
+        _check_plain_tensor(src, f"{source}: {off}", finite=True)
         new[name] = src.to(t.dtype)
         used.add(off)
     extra = sorted(set(state) - used)

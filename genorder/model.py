@@ -23,11 +23,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from einops import rearrange
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import nn
 
 from genorder.attention import AttnSpec, KVCache, SelfAttention, plan_attention
 from genorder.config import ComponentConfig
+from genorder.errors import UserError
 from genorder.order import Stem
 
 
@@ -54,6 +55,15 @@ class BackboneConfig(ComponentConfig):
     init_adaln_gamma: float = Field(1e-3, description="AdaLN gate init (README d16/d20: 1e-3)")
     attn_backend: str = Field("auto", pattern="^(auto|sdpa|flex)$", description="flex: FlexAttention on CUDA")
 
+    @model_validator(mode="after")
+    def _shapes_fit(self) -> BackboneConfig:
+        """Width splits into whole heads and the feed-forward layer is at least 1 wide."""
+        if self.C % self.H:
+            raise ValueError(f"width {self.C} must be divisible by heads {self.H} (set backbone.width or backbone.heads)")
+        if round(self.mlp_ratio * self.C) < 1:
+            raise ValueError(f"mlp_ratio {self.mlp_ratio:g} gives a feed-forward width of 0 at width {self.C}")
+        return self
+
     @property
     def C(self) -> int:
         return self.width or 64 * self.depth
@@ -65,6 +75,14 @@ class BackboneConfig(ComponentConfig):
     @property
     def max_drop_path(self) -> float:
         return 0.1 * self.depth / 24 if self.drop_path is None else self.drop_path
+
+
+def check_trainable_on(config: BackboneConfig, device: torch.device) -> None:
+    """A backbone config `train` can run on `device` (checked before anything is written):
+    FlexAttention has no backward pass on a CPU."""
+    if config.attn_backend == "flex" and device.type != "cuda":
+        raise UserError(f"backbone.attn_backend = flex needs a CUDA device to train (FlexAttention has no backward "
+                        f"pass on {device.type}); use auto or sdpa")  # fmt: skip
 
 
 def init_std(width: int) -> float:

@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import fnmatch
 import importlib.metadata
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
 import pluggy
+from pydantic import BaseModel
 
 from genorder import hookspecs
 from genorder.config import build_config
@@ -58,10 +62,48 @@ class Registry:
         return self.get(name).Config
 
     def create(self, name: str, options: dict[str, Any] | None = None, **kwargs: Any) -> Any:
-        """Validate `options` against the component's Config and instantiate it."""
+        """Validate `options` against the component's Config and instantiate it (a component that
+        raises while doing so is a `PluginFailure` naming it and its plugin)."""
         cls = self.get(name)
-        cfg = build_config(cls.Config, options, section=self.kind[:-1])
-        return cls(cfg, **kwargs)
+        with self.blame(name, "configuring it"):
+            cfg = build_config(cls.Config, options, section=self.kind[:-1])
+        with self.blame(name, "creating it"):
+            return cls(cfg, **kwargs)
+
+    def plugin_of(self, name: str) -> str:
+        """The plugin that registered `name` ("?" when the name is not registered)."""
+        entry = self.entries.get(name)
+        return entry.plugin if entry is not None else "?"
+
+    @contextmanager
+    def blame(self, name: str, what: str) -> Iterator[None]:
+        """Run a component's own code: anything it raises (a `UserError` aside, which is already
+        the user's message) becomes a `PluginFailure` naming the component and its plugin."""
+        try:
+            yield
+        except UserError:
+            raise
+        except Exception as err:  # noqa: BLE001 -- the plugin's bug must not surface as our traceback
+            raise PluginFailure(self.kind, name, self.plugin_of(name), what, err) from err
+
+
+class PluginFailure(UserError):
+    """A component raised in its own code (`Registry.blame`): one line naming it and its plugin."""
+
+    def __init__(self, kind: str, name: str, plugin: str, what: str, err: BaseException) -> None:
+        self.kind, self.name, self.plugin = kind, name, plugin
+        if isinstance(err, (MemoryError, torch_oom())):
+            detail = f"out of memory ({_error_text(err)}); try a smaller batch"
+        else:
+            detail = _error_text(err)
+        super().__init__(f"{kind[:-1]} {name!r} (plugin {plugin}) failed while {what}: {detail}")
+
+
+def torch_oom() -> type:
+    """torch's out-of-memory error class (a RuntimeError subclass)."""
+    import torch
+
+    return getattr(torch, "OutOfMemoryError", MemoryError)
 
 
 OWN_DISTRIBUTION = "genorder"  # the built-in components ship in this package's own distribution
@@ -69,22 +111,54 @@ OWN_DISTRIBUTION = "genorder"  # the built-in components ship in this package's 
 
 @dataclass(frozen=True)
 class PluginProblem:
-    """A plugin that could not be used: `broken` (import or registration raised) or `collision`
-    (a component or plugin name already taken by a built-in, or by a plugin loaded before it)."""
+    """A plugin that could not be used: `broken` (import or registration raised), `invalid` (it
+    registered a bad name or a non-class) or `collision` (a component or plugin name already taken
+    by a built-in, or by a plugin loaded before it)."""
 
     plugin: str
     distribution: str
-    status: str  # "broken" | "collision"
+    status: str  # "broken" | "collision" | "invalid" (one registration unusable; the plugin's others are kept)
     error: str
 
     def describe(self) -> str:
-        what = "failed to load and is skipped" if self.status == "broken" else "was not used"
+        what = {"broken": "failed to load and is skipped", "invalid": "registered an unusable component, which is skipped"
+                }.get(self.status, "was not used")  # fmt: skip
         return f"plugin {self.plugin} ({self.distribution}) {what}: {self.error}"
 
 
 def _error_text(err: BaseException) -> str:
     text = str(err).strip().splitlines()
     return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
+
+
+# What a plugin may raise and still hurt only itself: everything but Ctrl-C (SystemExit from a
+# `sys.exit` at import, GeneratorExit and other BaseException subclasses included).
+def _is_interrupt(err: BaseException) -> bool:
+    return isinstance(err, KeyboardInterrupt)
+
+
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")  # no ':' (NAME:ARG), ',' (lists) or spaces
+
+
+def registration_problem(kind: str, name: object, cls: object) -> str | None:
+    """Why `register(name, cls)` cannot be used (None when it can): the name must be a plain
+    string usable on the command line and `cls` a class whose `Config` is a pydantic model."""
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+        return f"{kind[:-1]} name {name!r} is not a valid name (letters, digits, _ . + -; no ':' ',' or spaces)"
+    if not isinstance(cls, type):
+        return f"{kind[:-1]} {name!r} is registered as {type(cls).__name__} {_short_repr(cls)}, not a class"
+    config = getattr(cls, "Config", None)
+    if not (isinstance(config, type) and issubclass(config, BaseModel)):
+        return f"{kind[:-1]} {name!r} ({cls.__name__}) has no Config class (a genorder.config.ComponentConfig subclass)"
+    return None
+
+
+def _short_repr(obj: object) -> str:
+    try:
+        text = repr(obj)
+    except Exception:  # noqa: BLE001 -- a repr that raises is the plugin's problem, not ours
+        text = "?"
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def load_entry_points(pm: pluggy.PluginManager, problems: list[PluginProblem]) -> set[str]:
@@ -104,7 +178,9 @@ def load_entry_points(pm: pluggy.PluginManager, problems: list[PluginProblem]) -
         try:
             plugin = ep.load()
             pm.register(plugin, name=ep.name)
-        except Exception as err:  # a broken plugin must not stop the others
+        except BaseException as err:  # a broken plugin must not stop the others (sys.exit included)
+            if _is_interrupt(err):
+                raise
             problems.append(PluginProblem(ep.name, dist, "broken", _error_text(err)))
             continue
         if dist == OWN_DISTRIBUTION:
@@ -141,13 +217,19 @@ def collect(
             staged: list[tuple[str, type]] = []
             try:
                 impl.function(register=lambda n, c, _s=staged: _s.append((n, c)))
-            except Exception as err:
-                if problems is None:
+            except BaseException as err:
+                if problems is None or _is_interrupt(err):
                     raise
                 problems.append(PluginProblem(plugin, _distribution(plugin), "broken",
                                               f"register_{kind} raised {_error_text(err)}"))  # fmt: skip
                 continue
             for name, cls in staged:
+                bad = registration_problem(kind, name, cls)
+                if bad is not None:
+                    if problems is None:
+                        raise UserError(f"plugin {plugin}: {bad}")
+                    problems.append(PluginProblem(plugin, _distribution(plugin), "invalid", bad))
+                    continue
                 if name in regs[kind].entries and problems is not None:
                     other = regs[kind].entries[name].plugin
                     problems.append(PluginProblem(plugin, _distribution(plugin), "collision",

@@ -423,3 +423,16 @@ def truncate_log(path: str | Path, last_step: int) -> None:
             kept.append(line)
     text = "".join(line + "\n" for line in kept)
     atomic_write(p, lambda tmp: tmp.write_text(text))
+
+
+def enclosing_run(path: str | Path) -> Path | None:
+    """The run directory that `path` lies inside (a strict parent holding model.json or committed
+    checkpoint sets), or None: a new run must not be written into another run's folders."""
+    p = Path(path).expanduser().resolve()
+    for parent in p.parents:
+        try:
+            if (parent / "model.json").is_file() or committed_checkpoints(parent):
+                return parent
+        except OSError:  # an unreadable folder above holds no run we could write into anyway
+            continue
+    return None

@@ -11,6 +11,7 @@ import torch
 from genorder.errors import UserError
 from genorder.generation import make_generator
 from genorder.order import Progress
+from genorder.registry import registry
 from genorder.runs import Run
 from genorder.sampler import Sampler
 
@@ -24,6 +25,10 @@ def generate_images(
     progress: Progress | None = None,
 ) -> torch.Tensor:
     """(N,) labels -> (N, C, H, W) images in [-1, 1]. Deterministic for a given seed."""
+    if batch_size < 1:
+        from genorder.errors import UserError
+
+        raise UserError(f"the generation batch size must be at least 1, got {batch_size}")
     device = next(run.model.parameters()).device
     g = make_generator(seed, device)
     out = []
@@ -31,7 +36,8 @@ def generate_images(
     for b in range(n_batches):
         lab = labels[b * batch_size : (b + 1) * batch_size].to(device)
         cb = (lambda i, t, _b=b: progress(_b * t + i, n_batches * t)) if progress else None
-        tokens = run.order.generate(run.model, run.tokenizer, lab, sampler, g, cb)
+        with registry("orders").blame(run.order_name, "generating (generate())"):  # a plugin's bug: one error line
+            tokens = run.order.generate(run.model, run.tokenizer, lab, sampler, g, cb)
         with torch.inference_mode():
             out.append(run.tokenizer.decode(tokens).float().clamp(-1, 1).cpu())
     return torch.cat(out)

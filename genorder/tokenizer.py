@@ -138,7 +138,7 @@ class TokenizerTrainConfig(ComponentConfig):
         100, ge=1, description="of those, images also decoded from every prefix of scales (PSNR per k)"
     )
     grid_images: int = Field(8, ge=1, description="rows of reconstructions.png (spread over the classes)")
-    seed: int = Field(0, description="seed of the batch order (and of the tokenizer's own randomness)")
+    seed: int = Field(0, ge=-(2**40), le=2**40, description="seed of the batch order (and of the tokenizer's own randomness)")
     device: str = Field("auto", description='"auto" (cuda if available), "cpu", "cuda", "cuda:1", ...')
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast on cuda")
     nonfinite_streak: int = Field(3, ge=0, description="non-finite steps in a row skipped before the run stops")

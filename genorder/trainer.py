@@ -59,7 +59,7 @@ class TrainConfig(ComponentConfig):
     label_drop: float = Field(0.1, ge=0, le=1, description="probability a label becomes the null class")
     budget: Budget = Field(default_factory=lambda: Budget(steps=1000))
     precision: Literal["auto", "fp32", "bf16"] = "auto"
-    seed: int = 0
+    seed: int = Field(0, ge=-(2**40), le=2**40, description="seeds step generators as seed·1,000,003 + step (64-bit)")
     device: str = "auto"
     log_every: int = Field(20, ge=1)
     checkpoint_every: int | None = Field(

@@ -24,19 +24,20 @@ import torch
 from genorder.budget import Budget, BudgetTracker, Spent
 from genorder.checkpoint import read_meta
 from genorder.config import build_config
-from genorder.data import class_balanced_labels, load_dataset
+from genorder.data import load_dataset
 from genorder.distributed import init_from_env
 from genorder.errors import UserError
 from genorder.estimate import budget_steps, estimate_and_check
-from genorder.images import save_grid
 from genorder.lock import RunLock
-from genorder.model import BackboneConfig, build_model, count_params
+from genorder.model import BackboneConfig, build_model, check_trainable_on, count_params
 from genorder.registry import registry
+from genorder.sample_grid import write_sample_grid
 from genorder.outdir import RUN, check_out
 from genorder.runs import (
     absolute_dataset_spec,
     clean_run,
     copy_checkpoint,
+    enclosing_run,
     identity_diff,
     latest_checkpoint,
     load_tokenizer,
@@ -177,6 +178,7 @@ def train_run(
         depth = 16 if on_gpu else 4
     order = registry("orders").create(order_name, {**sections.get("order", {}), **(order_opts or {})})
     bb = build_config(BackboneConfig, sections.get("backbone"), {"depth": depth, **(backbone_opts or {})}, section="backbone")
+    check_trainable_on(bb, device)  # e.g. FlexAttention on a CPU: refused before anything is written
     train_section = dict(sections.get("train", {}))
     nested_budget = train_section.pop("budget", None)
     if nested_budget is not None and not isinstance(nested_budget, dict):
@@ -187,6 +189,8 @@ def train_run(
     tok_opts = {k: v for k, v in sections.get("tokenizer", {}).items() if k != "name"}
     tokenizer_spec = tokenizer_spec or sections.get("tokenizer", {}).get("name")
     _check_out_dir(out)
+    if (inside := enclosing_run(out)) is not None:
+        raise UserError(f"--out {out} is inside the run {inside}; choose a folder outside any run")
     check_out(out, RUN)  # an existing --out that is not a run of ours: refused, nothing written
     lock = RunLock(out)
     if w.main and out.is_dir():
@@ -329,17 +333,16 @@ def _train_locked(order_name, order, out: Path, lock: RunLock, w, device, bb, bu
     if trainer.sharded and w.size > 1:  # FSDP: rank 0 samples from the consolidated weights the last save published
         model = load_run(out, device).model
     run = Run(out, order, order_name, tokenizer, model.eval(), meta)
+    grid_error = None
     if samples_per_class > 0:  # 0: no grid (library callers that sample elsewhere)
-        labels = class_balanced_labels(ds.num_classes, ds.num_classes * samples_per_class)
-        from genorder.sampling import generate_images
-
-        images = generate_images(run, labels, sampler, seed=tcfg.seed, batch_size=64,
-                                 progress=lambda d, t: progress("sample grid", d, t, ""))
-        save_grid(images, out / "samples.png", nrow=samples_per_class, scale=2, labels_left=ds.class_names)
+        grid_error = write_sample_grid(run, ds.class_names, sampler, tcfg.seed, samples_per_class, out / "samples.png",
+                                       progress=lambda d, t: progress("sample grid", d, t, ""))  # fmt: skip
     summary.update({"order": order_name, "params": count_params(model), "depth": bb.depth,
                     "train_flops_per_image": trainer.flops_per_sample, "dataset": dataset_spec, "dataset_split": ds.split_info,
-                    "sampler": sampler.config.model_dump()})
+                    "sampler": sampler.config.model_dump(), **({"sample_grid_error": grid_error} if grid_error else {})})
     write_json(out / "summary.json", summary)
+    if grid_error:  # the run is complete and saved (a --resume finds it so); the grid is what failed
+        raise UserError(f"{grid_error}; the trained run is saved in {out} (summary.json), without samples.png")
     return summary
 
 

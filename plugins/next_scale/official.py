@@ -26,9 +26,11 @@ import re
 from collections.abc import Mapping
 
 import torch
+from pydantic import ValidationError
 
+from genorder.config import format_validation_error
 from genorder.errors import UserError
-from genorder.importers import map_state
+from genorder.importers import map_state, tensor
 from genorder.layout import TokenLayout, block_causal_groups, mask_from_groups
 from genorder.model import BackboneConfig, GenModel, build_model
 from genorder.tokenizer import Tokenizer
@@ -39,14 +41,18 @@ _BUFFERS = ("lvl_1L", "attn_bias_for_masking")
 
 
 def _need(state: Mapping[str, torch.Tensor], key: str, source: str) -> torch.Tensor:
-    if key not in state:
-        raise UserError(f"{source}: missing key {key!r}")
-    return state[key]
+    return tensor(state, key, source)
 
 
 def infer_scales(state: Mapping[str, torch.Tensor], source: str = "VAR") -> tuple[int, ...]:
     """patch_nums from the `lvl_1L` buffer: level k occupies p_k^2 consecutive positions."""
-    lvl = _need(state, "lvl_1L", source).reshape(-1).long()
+    lvl = tensor(state, "lvl_1L", source, integral=True).reshape(-1).long()
+    if lvl.numel() == 0:
+        raise UserError(f"{source}: lvl_1L is empty (it lists the level of every position)")
+    if int(lvl.min()) < 0:
+        raise UserError(f"{source}: lvl_1L holds negative levels ({int(lvl.min())})")
+    if int(lvl.max()) >= 64:
+        raise UserError(f"{source}: lvl_1L holds level {int(lvl.max())}; a layout has at most 64 scales")
     counts = torch.bincount(lvl).tolist()
     scales = []
     for k, n in enumerate(counts):
@@ -66,22 +72,28 @@ def infer_backbone(state: Mapping[str, torch.Tensor], heads: int | None = None, 
     depth = len(idx)
     if depth == 0 or idx != set(range(depth)):
         raise UserError(f"{source}: blocks.* indices {sorted(idx)} are not 0..{depth - 1}" if idx else f"{source}: no blocks.* weights")
-    n_cls, C = (int(s) for s in _need(state, "class_emb.weight", source).shape)
-    hidden = int(_need(state, "blocks.0.ffn.fc1.weight", source).shape[0])
+    n_cls, C = (int(s) for s in tensor(state, "class_emb.weight", source, ndim=2, min_shape=(1, 8)).shape)
+    if n_cls < 2:
+        raise UserError(f"{source}: class_emb has {n_cls} row(s); it needs one per class plus the null class (at least 2)")
+    hidden = int(tensor(state, "blocks.0.ffn.fc1.weight", source, ndim=2, min_shape=(1, 1)).shape[0])
     shared = "shared_ada_lin.1.weight" in state
     qk_norm = "blocks.0.attn.scale_mul_1H11" in state
     if qk_norm:
-        found = int(state["blocks.0.attn.scale_mul_1H11"].shape[1])
+        found = int(tensor(state, "blocks.0.attn.scale_mul_1H11", source, ndim=4, min_shape=(1, 1, 1, 1)).shape[1])
         if heads is not None and heads != found:
             raise UserError(f"{source}: the weights have {found} attention heads (scale_mul_1H11), not {heads}")
         heads = found
     heads = heads or depth
     if C % heads:
         raise UserError(f"{source}: width {C} is not divisible by {heads} heads")
-    cfg = BackboneConfig(
-        depth=depth, width=C, heads=heads, mlp_ratio=hidden / C, adaln=True, shared_adaln=shared,
-        qk_norm=qk_norm, drop_path=0.0,
-    )
+    try:
+        cfg = BackboneConfig(
+            depth=depth, width=C, heads=heads, mlp_ratio=hidden / C, adaln=True, shared_adaln=shared,
+            qk_norm=qk_norm, drop_path=0.0,
+        )
+    except ValueError as err:  # pydantic's ValidationError
+        raise UserError(f"{source}: the weights do not describe a valid backbone:\n"
+                        f"{format_validation_error(err, 'backbone.') if isinstance(err, ValidationError) else err}") from None
     if round(cfg.mlp_ratio * C) != hidden:
         raise UserError(f"{source}: FFN width {hidden} is not representable for width {C}")
     return cfg, n_cls - 1

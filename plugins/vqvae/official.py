@@ -28,10 +28,12 @@ import re
 from collections.abc import Mapping
 
 import torch
-
-from genorder.errors import UserError
-from genorder.importers import map_state
 from genorder_plugins.vqvae.tokenizer import MultiScaleVQVAE, MultiScaleVQVAEConfig
+from pydantic import ValidationError
+
+from genorder.config import format_validation_error
+from genorder.errors import UserError
+from genorder.importers import map_state, tensor
 
 
 def _count(state: Mapping[str, torch.Tensor], pattern: str) -> int:
@@ -43,22 +45,19 @@ def _count(state: Mapping[str, torch.Tensor], pattern: str) -> int:
     return len(found)
 
 
-def _need(state: Mapping[str, torch.Tensor], key: str) -> torch.Tensor:
-    if key not in state:
-        raise UserError(f"VQVAE weights: missing key {key!r}")
-    return state[key]
+def _need(state: Mapping[str, torch.Tensor], key: str, ndim: int | None = None) -> torch.Tensor:
+    return tensor(state, key, "VQVAE weights", ndim=ndim, min_shape=(1,) * (ndim or 0))
 
 
 def infer_config(state: Mapping[str, torch.Tensor], scales: tuple[int, ...], quant_resi: float = 0.5) -> MultiScaleVQVAEConfig:
     """The genorder tokenizer config of an official VQVAE state dict (see the module docstring)."""
-    ch = int(_need(state, "encoder.conv_in.weight").shape[0])
-    channels = int(state["encoder.conv_in.weight"].shape[1])
+    ch, channels = (int(n) for n in _need(state, "encoder.conv_in.weight", ndim=4).shape[:2])
     levels = _count(state, r"encoder\.down\.(\d+)\..*")
     if levels == 0:
         raise UserError("VQVAE weights: no encoder.down.* levels")
     ch_mult = []
     for i in range(levels):
-        w = _need(state, f"encoder.down.{i}.block.0.conv2.weight")
+        w = _need(state, f"encoder.down.{i}.block.0.conv2.weight", ndim=4)
         if w.shape[0] % ch:
             raise UserError(f"VQVAE weights: level {i} width {w.shape[0]} is not a multiple of ch {ch}")
         ch_mult.append(int(w.shape[0]) // ch)
@@ -66,8 +65,8 @@ def infer_config(state: Mapping[str, torch.Tensor], scales: tuple[int, ...], qua
     dec_blocks = _count(state, r"decoder\.up\.0\.block\.(\d+)\..*")
     attn = _count(state, rf"encoder\.down\.{levels - 1}\.attn\.(\d+)\..*") > 0
     mid_attn = "encoder.mid.attn_1.qkv.weight" in state
-    V, Cvae = (int(s) for s in _need(state, "quantize.embedding.weight").shape)
-    K = int(_need(state, "quantize.ema_vocab_hit_SV").shape[0])
+    V, Cvae = (int(s) for s in _need(state, "quantize.embedding.weight", ndim=2).shape)
+    K = int(_need(state, "quantize.ema_vocab_hit_SV", ndim=2).shape[0])
     if K != len(scales):
         raise UserError(f"VQVAE weights hold usage counts for {K} scales; the VAR model has {len(scales)} ({scales})")
     n_ls = _count(state, r"quantize\.quant_resi\.qresi_ls\.(\d+)\..*")
@@ -88,8 +87,9 @@ def infer_config(state: Mapping[str, torch.Tensor], scales: tuple[int, ...], qua
             enc_res_blocks=enc_blocks, dec_res_blocks=dec_blocks, attn=attn, mid_attn=mid_attn,
             latent_dim=Cvae, vocab_size=V, scales=tuple(scales), phi_share=phi_share, quant_resi=quant_resi,
         )
-    except ValueError as err:
-        raise UserError(f"VQVAE weights do not describe a valid tokenizer: {err}") from None
+    except ValueError as err:  # pydantic's ValidationError
+        detail = format_validation_error(err, "tokenizer.") if isinstance(err, ValidationError) else str(err)
+        raise UserError(f"VQVAE weights do not describe a valid tokenizer:\n{detail}") from None
 
 
 def official_name(name: str, levels: int, phi_kind: str) -> str | None:
