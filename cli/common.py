@@ -8,9 +8,8 @@ from typing import Annotated, Any, Optional
 import torch
 import typer
 
-from genorder.config import build_config, load_toml, parse_overrides
+from genorder.config import load_toml, parse_overrides
 from genorder.errors import UserError
-from genorder.registry import registry
 from genorder.sampler import Sampler
 from genorder.training_run import is_checkpoint_spec, make_sampler, tokenizer_stem  # noqa: F401 - the library's, re-exported
 from genorder_cli.app import console, progress_bar

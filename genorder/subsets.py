@@ -83,7 +83,7 @@ def balanced_split(labels: torch.Tensor, fraction: float, seed: int = SUBSET_SEE
         k = min(k, len(idx) - 1) if len(idx) >= 2 else 0
         test.append(idx[:k])
         train.append(idx[k:])
-    cat = lambda parts: torch.sort(torch.cat(parts)).values if parts else torch.zeros(0, dtype=torch.int64)
+    cat = lambda parts: torch.sort(torch.cat(parts)).values if parts else torch.zeros(0, dtype=torch.int64)  # noqa: E731
     return cat(train), cat(test)
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 from genorder.testing import one_thread
 from typer.testing import CliRunner
 

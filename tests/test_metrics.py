@@ -12,7 +12,7 @@ import torch
 torch_fidelity = pytest.importorskip("torch_fidelity")
 
 from genorder import metrics as M  # noqa: E402
-from genorder.errors import UserError
+from genorder.errors import UserError  # noqa: E402
 from genorder.subsets import balanced_subset, subset_of  # noqa: E402
 
 

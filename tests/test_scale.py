@@ -105,7 +105,7 @@ def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("scale")
     train, train_lab = render_shapes(96, 16, seed=1)
     test, test_lab = render_shapes(48, 16, seed=2)
-    grey = lambda x: x.float().mean(1, keepdim=True).round().to(torch.uint8).numpy()
+    grey = lambda x: x.float().mean(1, keepdim=True).round().to(torch.uint8).numpy()  # noqa: E731
     np.savez(root / "grey16.npz", images=grey(train), labels=train_lab.numpy(), test_images=grey(test),
              test_labels=test_lab.numpy())  # fmt: skip
     threads = torch.get_num_threads()
@@ -188,7 +188,7 @@ def test_two_workers_give_the_same_points(tiny):
     r1 = invoke(*common(data, root / "w1", "raster,next-scale"))
     r2 = invoke(*common(data, root / "w2", "raster,next-scale"), "--workers", "2")
     assert r1.exit_code == 0 and r2.exit_code == 0, r1.output + r2.output
-    read = lambda out: {p["key"]: (p["loss"], p["steps"], p["flops"]) for p in map(json.loads, (out / "points.jsonl").read_text().splitlines())}
+    read = lambda out: {p["key"]: (p["loss"], p["steps"], p["flops"]) for p in map(json.loads, (out / "points.jsonl").read_text().splitlines())}  # noqa: E731
     one, two = read(root / "w1"), read(root / "w2")
     assert len(one) == 6 and one == two
 

@@ -633,13 +633,13 @@ def _curves_png(names, results, timings, floor, path: Path, depth: int, dataset:
             series[nm] = pts
         return series
 
-    acc = lambda p: 100 * p["class_acc"]["acc"]
+    acc = lambda p: 100 * p["class_acc"]["acc"]  # noqa: E731
     panels = [
         {"title": "class accuracy vs training compute", "xlabel": "training TFLOP", "ylabel": "class acc %", "series": bands(acc, "train_flops", False)},
         {"title": "class accuracy vs wall-clock (load-dependent)", "xlabel": "training seconds", "ylabel": "class acc %", "series": bands(acc, "", True)},
     ]  # fmt: skip
     if "fid" in results[names[0]][0]["points"][-1]:
-        fid = lambda p: p.get("fid")
+        fid = lambda p: p.get("fid")  # noqa: E731
         hline = (floor["fid_floor"], f"real vs real at n={n}") if floor else None
         panels += [
             {"title": "FID vs training compute", "xlabel": "training TFLOP", "ylabel": "FID", "series": bands(fid, "train_flops", False), "hline": hline},
