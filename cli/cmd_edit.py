@@ -115,7 +115,7 @@ def edit(
     if fid and ref_spec is None:
         raise UserError("--fid needs a reference set: pass --dataset, or --no-fid for images of an unknown set")
     if fid:
-        from genorder_cli.cmd_eval import check_extractor
+        from genorder.scoring import check_extractor
 
         check_extractor(extractor)
     out.mkdir(parents=True, exist_ok=True)
@@ -155,12 +155,12 @@ def edit(
             row[key] = _mean([m[key] for m in metrics])
         row["kept_token_agreement_min"] = min(m["kept_token_agreement"] for m in metrics)
         if class_ is not None and ref_spec is not None:
-            from genorder_cli.cmd_eval import classifier_cache_dir
+            from genorder.scoring import classifier_cache_dir
 
             row["class_accuracy"] = class_accuracy(ref_spec, edited, torch.full((len(edited),), class_), device=dev,
                                                    cache_root=classifier_cache_dir(cache_dir))  # fmt: skip
         if fid:
-            from genorder_cli.cmd_eval import score_images
+            from genorder_cli.cmd_eval import _score as score_images  # drawn with rich bars
 
             if len(edited) < 2:
                 row["fid"] = None

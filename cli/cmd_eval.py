@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 from contextlib import ExitStack
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -14,10 +13,20 @@ import torch
 import typer
 from rich.table import Table
 
-from genorder.data import class_balanced_labels, load_dataset, to_float
+from genorder.data import class_balanced_labels, load_dataset
 from genorder.errors import UserError
 from genorder.images import to_uint8
 from genorder.runs import load_run, load_tokenizer, write_json
+from genorder.scoring import (  # noqa: F401 - the library's, re-exported
+    INCEPTION,
+    _psnr,
+    check_extractor,
+    class_consistency,
+    classifier_cache_dir,
+    reconstruct,
+    record,
+    score_images,
+)
 from genorder.trainer import resolve_device
 from genorder_cli.app import app, console, guarded, progress_bar
 from genorder_cli.app import err_console
@@ -27,114 +36,19 @@ from genorder_cli.common import (
     generate_with_bar,
     make_sampler,
     set_threads,
+    stage_renderers,
     tokenizer_stem,
     with_tokenizer,
 )
 
 Opt = typer.Option
-INCEPTION = "genorder-inception-fid"  # = genorder.metrics.INCEPTION (imported lazily: torch-fidelity is optional)
 
 
-def check_extractor(extractor: str) -> dict[str, Any]:
-    """Fail before any work when torch-fidelity, the extractor or its weights are missing."""
-    from genorder import metrics
-
-    metrics.require_torch_fidelity()
-    return metrics.extractor_info(extractor)
-
-
-def score_images(
-    images: torch.Tensor,
-    dataset: str,
-    *,
-    extractor: str = INCEPTION,
-    device: str | torch.device = "cpu",
-    bootstrap: int = 0,
-    seed: int = 0,
-    ref_n: int | None = None,
-    kid: bool = True,
-    prc: bool = True,
-    kid_subsets: int = 100,
-    cache_dir: Path | None = None,
-    batch_size: int = 64,
-    title: str = "features",
-    labels: torch.Tensor | None = None,
-    classifier_cache: Path | None = None,
-    floor: bool = True,
-) -> dict[str, Any]:
-    """uint8 images (N, C, H, W) -> the metrics dict of `genorder.metrics.compute_metrics` against the
-    test split of `dataset` (reference features cached), with a progress bar; plus `fid_floor`, the
-    real-against-real FID at the same n (when `floor`), and with the requested `labels` (N,)
-    `class_acc`: the class-consistency classifier's accuracy with a 95% bootstrap interval."""
-    from genorder import metrics
-
-    size = {"image_size": int(images.shape[-1]), "channels": int(images.shape[1])}  # every score at the images' size
-    with ExitStack() as stack:  # a bar only when the reference is not cached yet
-        bar: list = []
-
-        def ref_progress(done: int, total: int) -> None:
-            if not bar:
-                bar.append(stack.enter_context(progress_bar("reference features (computed once, then cached)", total)))
-            bar[0](done, total)
-
-        key, real = metrics.reference_features(dataset, "test", ref_n, extractor, device, cache_dir, batch_size,
-                                               progress=ref_progress, **size)  # fmt: skip
-    cache = cache_dir or metrics.default_cache_dir()
-    with progress_bar(title) as update:
-        out = metrics.compute_metrics(
-            images, key, kid=kid, prc=prc, extractor=extractor, device=device, batch_size=batch_size,
-            bootstrap=bootstrap, seed=seed, cache_dir=cache, kid_subsets=kid_subsets,
-            progress=lambda d, t: update(d, t),
-        )  # fmt: skip
-    out["reference"] = {"dataset": dataset, "split": "test", "n": len(real), "key": key}
-    if floor:
-        with console.status(f"real-against-real FID at n = {len(images)} (cached)"):
-            out["fid_floor"] = metrics.fid_floor(dataset, len(images), ref_n=ref_n, extractor=extractor, device=device,
-                                                 cache_dir=cache_dir, batch_size=batch_size, **size)["fid_floor"]  # fmt: skip
-    if labels is not None:
-        out["class_acc"] = class_consistency(images, labels, dataset, device, classifier_cache or classifier_cache_dir(cache_dir), seed)
-    return out
-
-
-def classifier_cache_dir(fid_cache: Path | None) -> Path:
-    """Where the CLI keeps class-consistency classifiers: next to the FID reference statistics
-    (CACHE/classifiers), as both are evaluation caches shared by every run."""
-    from genorder import metrics
-
-    return Path(fid_cache or metrics.default_cache_dir()) / "classifiers"
-
-
-def class_consistency(images: torch.Tensor, labels: torch.Tensor, dataset: str, device, cache: Path,
-                      seed: int = 0) -> dict[str, Any]:
-    """The class-consistency classifier's accuracy on `images` against the requested `labels`."""
-    from genorder.classifier import class_accuracy, load_or_train_classifier
-
-    with console.status(f"class-consistency classifier for {dataset} (trained once, then cached)"):
-        clf, info = load_or_train_classifier(dataset, device=device, cache_root=cache, image_size=int(images.shape[-1]))
-    return {**class_accuracy(clf, images, labels, seed=seed), "classifier": info["path"],
-            "classifier_test_accuracy": info["test_accuracy"]}
-
-
-def record(kind: str, metrics: dict[str, Any], **fields: Any) -> dict[str, Any]:
-    """The eval.json layout shared by `eval` and `ablate`."""
-    from genorder import __version__
-
-    ext = metrics.get("feature_extractor", {})
-    keep = ("fid", "kid_mean", "kid_std", "kid_subset_size", "kid_subsets", "precision", "recall", "f_score",
-            "isc", "isc_reason", "fid_bootstrap", "psnr", "fid_floor", "class_acc")  # fmt: skip
-    return {
-        "kind": kind,
-        **fields,
-        "metrics": {k: metrics[k] for k in keep if k in metrics},
-        "n_fake": metrics.get("n_fake"),
-        "reference": metrics.get("reference"),
-        "feature_extractor": ext.get("name"),
-        "protocol": ext.get("protocol"),
-        "weights_file": ext.get("weights"),
-        "weights_sha1": ext.get("weights_sha1"),
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "genorder_version": __version__,
-    }
+def _score(images: torch.Tensor, dataset: str, **options: Any) -> dict[str, Any]:
+    """`score_images` with its progress drawn as rich bars and spinners."""
+    with ExitStack() as stack:
+        r = stage_renderers(stack)
+        return score_images(images, dataset, on_progress=r["on_progress"], on_status=r["on_status"], **options)
 
 
 def print_metrics(title: str, rec: dict[str, Any]) -> None:
@@ -163,22 +77,6 @@ def print_metrics(title: str, rec: dict[str, Any]) -> None:
     console.print(t)
     console.print(f"{rec['n_fake']} images vs {rec['reference']['n']} reference ({rec['reference']['dataset']} test) · "
                   f"extractor {rec['feature_extractor']}", highlight=False)  # fmt: skip
-
-
-def _psnr(a_uint8: torch.Tensor, b_uint8: torch.Tensor) -> float:
-    """Mean per-image PSNR in dB of two uint8 image sets (N, C, H, W)."""
-    mse = (a_uint8.float() - b_uint8.float()).square().flatten(1).mean(1)
-    return float((10 * torch.log10(255.0**2 / mse.clamp_min(1e-10))).mean())
-
-
-@torch.inference_mode()
-def reconstruct(tokenizer, images_uint8: torch.Tensor, device: torch.device, batch_size: int = 100) -> torch.Tensor:
-    """Test images -> encode -> decode, uint8 (N, C, H, W)."""
-    out = []
-    for chunk in images_uint8.split(batch_size):
-        x = to_float(chunk).to(device)
-        out.append(to_uint8(tokenizer.decode(tokenizer.encode(x)).float().clamp(-1, 1)))
-    return torch.cat(out)
 
 
 def _eval_ref_batch(samples: Path, ref_batch: Path, extractor: str, dev, batch_size: int, out):
@@ -270,7 +168,7 @@ def eval_cmd(
         t0 = time.perf_counter()
         images = to_uint8(generate_with_bar(r, labels, sampler, seed=seed, batch_size=batch_size, title=f"sample {r.order_name}"))
         t_sample = time.perf_counter() - t0
-        m = score_images(images, ds_spec, labels=labels if class_acc else None, **common)
+        m = _score(images, ds_spec, labels=labels if class_acc else None, **common)
         rec = record("samples", m, run=str(run), order=r.order_name, dataset=ds_spec, n=n, seed=seed,
                      tokenizer=str(tokenizer) if tokenizer is not None else "the run's copy",
                      sampler={"name": "standard", **sampler.config.model_dump()}, class_balanced=True,
@@ -296,7 +194,7 @@ def eval_cmd(
         labels = None if file_labels is None or not class_acc else torch.from_numpy(file_labels[:n].astype(np.int64))
         if labels is not None and len(labels) != len(images):
             raise UserError(f"--samples: {samples} holds {len(arr)} images but {len(file_labels)} labels")
-        m = score_images(images, dataset, labels=labels, **common)
+        m = _score(images, dataset, labels=labels, **common)
         rec = record("samples-file", m, samples=str(samples), dataset=dataset, n=len(images), device=str(dev),
                      scoring_seconds=m["seconds"])  # fmt: skip
         path = out or samples.with_suffix(".eval.json")
@@ -315,7 +213,7 @@ def eval_cmd(
         t0 = time.perf_counter()
         recon = reconstruct(tok, originals, dev, batch_size)
         t_rec = time.perf_counter() - t0
-        m = score_images(recon, ds_spec, **common, title="reconstruction features",
+        m = _score(recon, ds_spec, **common, title="reconstruction features",
                          labels=orig_labels if class_acc else None)
         m["psnr"] = _psnr(recon, originals)
         rec = record("reconstruction", m, tokenizer=str(tokenizer), tokenizer_name=name, scales=list(tok.scales),

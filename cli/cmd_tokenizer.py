@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -9,22 +10,21 @@ import torch
 import typer
 from rich.table import Table
 
-from genorder.budget import Budget
-from genorder.config import build_config
 from genorder.data import load_dataset
 from genorder.errors import UserError
 from genorder.registry import registry
-from genorder_cli.app import app, console, guarded, progress_bar
-from genorder_cli.common import ImageSizeOpt, ThreadsOpt, layered, set_threads, tokenizer_stem
+from genorder.tokenizer_run import (  # noqa: F401 - the library's, re-exported
+    DEFAULT_BUDGET,
+    DEFAULT_DATASET,
+    DEFAULT_KIND,
+    _dataset_spec,
+    split_line,
+    train_tokenizer_run,
+)
+from genorder_cli.app import app, console, guarded
+from genorder_cli.common import ImageSizeOpt, ThreadsOpt, layered, set_threads, stage_renderers, tokenizer_stem
 
 Opt = typer.Option
-
-DEFAULT_DATASET = "fashion-mnist"
-DEFAULT_KIND = "multi-scale"  # with no --tokenizer: the multi-scale preset declared for the dataset
-# With no budget given: 300 steps, and no wall-clock cap (a cap stops a run at a point that depends on
-# the machine's load: on a loaded 2-core CPU a 64 px colour folder stopped at 7 of 300 steps). `--minutes`
-# stays available and is flagged as load-dependent.
-DEFAULT_BUDGET = {"steps": 300}
 
 
 def sections_from(config: Path | None, overrides: list[str] | None) -> dict[str, dict[str, Any]]:
@@ -34,124 +34,6 @@ def sections_from(config: Path | None, overrides: list[str] | None) -> dict[str,
     if unknown:
         raise UserError(f"unknown config section(s) {sorted(unknown)}; use [tokenizer], [train], [budget], [data]")
     return base
-
-
-def _dataset_spec(dataset) -> str | None:
-    """Best-effort "name[:arg]" of a loaded dataset, from the datasets registry."""
-    for name in registry("datasets").names():
-        if registry("datasets").get(name) is type(dataset):
-            arg = getattr(getattr(dataset, "config", None), "arg", None)
-            return f"{name}:{arg}" if arg else name
-    return None
-
-
-def train_tokenizer_run(
-    preset: str | None,
-    dataset=None,
-    out: Path | None = None,
-    budget: dict[str, Any] | None = None,
-    *,
-    device: str | None = None,
-    dataset_spec: str | None = None,
-    sections: dict[str, dict[str, Any]] | None = None,
-    tokenizer_opts: dict[str, Any] | None = None,
-    train_opts: dict[str, Any] | None = None,
-    overwrite: bool = True,
-    quiet: bool = False,
-    image_size: int | None = None,
-    channels: int | None = None,
-    fit_dataset: bool = True,
-) -> dict[str, Any]:
-    """Validate everything, then train tokenizer `preset` (any registered `TrainableTokenizer`;
-    None: the multi-scale preset declared for the dataset) and write `out` (checkpoint, log,
-    reconstructions.png, metrics.json). Returns the metrics.
-
-    The dataset is `dataset` (a loaded training `ImageDataset`) or `dataset_spec` loaded with the
-    explicit conversions `image_size` / `channels`. With `fit_dataset` the tokenizer takes its
-    channels and image size from the dataset unless the options give them; without it (callers
-    that chose a tokenizer for its size, e.g. `ablate`) the dataset is converted to the tokenizer.
-    Used by `train-tokenizer`, `train` (when it needs a tokenizer first) and `ablate`."""
-    from genorder.tokenizer import TrainableTokenizer
-    from genorder.tokenizer_training import (
-        check_tokenizer_out,
-        configure_for_dataset,
-        train_tokenizer,
-    )
-
-    sections = sections or {}
-    tok_opts = {k: v for k, v in sections.get("tokenizer", {}).items() if k != "name"}
-    tok_opts.update({k: v for k, v in (tokenizer_opts or {}).items() if v is not None})
-    train_section = dict(sections.get("train", {}))
-    spec = dataset_spec or (_dataset_spec(dataset) if dataset is not None else DEFAULT_DATASET)
-    if fit_dataset and dataset is None:
-        dataset = load_dataset(spec, "train", image_size=image_size, channels=channels)
-    if fit_dataset:
-        from genorder.trainer import resolve_device
-
-        dev_type = resolve_device(device or train_section.get("device") or "auto").type  # the CPU presets on a CPU
-        preset, tok_opts = configure_for_dataset(preset, DEFAULT_KIND, dataset.channels, dataset.image_size, tok_opts,
-                                                 device=dev_type)  # fmt: skip
-    elif preset is None:
-        raise UserError("a tokenizer preset is needed when the dataset is fitted to the tokenizer")
-    cls = registry("tokenizers").get(preset)
-    if not issubclass(cls, TrainableTokenizer):
-        raise UserError(f"tokenizer {preset!r} cannot be trained: {cls.__name__} does not implement "
-                        "genorder.TrainableTokenizer (configure_training, training_step)")  # fmt: skip
-    budget_layers = [train_section.pop("budget", None), sections.get("budget"), budget]
-    bud = build_config(Budget, *budget_layers, section="budget") if any(budget_layers) else Budget(**DEFAULT_BUDGET)
-    tcfg = build_config(cls.TrainConfig, train_section, {**(train_opts or {}), "device": device},
-                        {"budget": bud}, section="train")  # fmt: skip
-    torch.manual_seed(tcfg.seed)  # the tokenizer's initialisation
-    tok = registry("tokenizers").create(preset, tok_opts)
-    if tcfg.device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {tcfg.device}: CUDA is not available on this machine")
-    if dataset is None:  # fit_dataset off: the caller asked for the tokenizer's size and channels
-        dataset = load_dataset(spec, "train", image_size=tok.image_size, channels=tok.channels)
-    if dataset.channels != tok.channels or dataset.image_size != tok.image_size:
-        raise UserError(
-            f"tokenizer {preset!r} takes {tok.channels}x{tok.image_size}px images, the dataset has "
-            f"{dataset.channels}x{dataset.image_size}px; pass --image-size / --channels to convert the dataset"
-        )
-    if len(dataset) < tcfg.batch_size:
-        raise UserError(f"the dataset has {len(dataset)} images, fewer than the batch size {tcfg.batch_size}")
-    eval_ds = None
-    if spec is not None:
-        try:
-            eval_ds = load_dataset(spec, "test", image_size=tok.image_size, channels=tok.channels)
-        except UserError:
-            eval_ds = None  # no test split: evaluate on training images (metrics.json says so)
-    out = Path(out) if out is not None else Path("runs") / f"tokenizer-{preset}"
-    check_tokenizer_out(out, overwrite)  # a folder not ours is refused, nothing written
-
-    if not quiet:
-        n_params = sum(p.numel() for p in tok.parameters())
-        console.print(
-            f"[bold]{preset}[/bold] · {n_params / 1e6:.2f} M params · {tok.channels}x{tok.image_size}px · "
-            f"scales {list(tok.scales)} · V {tok.codebook_size} · {spec or 'dataset'} ({len(dataset):,} images) · "
-            f"budget {bud.model_dump(exclude_none=True)} -> {out}"
-        )
-        if eval_ds is not None:
-            console.print(split_line(eval_ds))
-    meta = {"dataset": spec or "", "preset": preset}
-    if quiet:
-        return train_tokenizer(tok, preset, dataset, tcfg, out, eval_dataset=eval_ds, meta=meta)
-    with progress_bar(f"train {preset}") as update:
-        def progress(done: int, total: int | None, m: dict) -> None:
-            extra = f" · psnr {m['psnr']:.1f} dB" if "psnr" in m else ""
-            update(done, total, info=f"loss {m['loss']:.4f}{extra}")
-
-        return train_tokenizer(tok, preset, dataset, tcfg, out, progress=progress, eval_dataset=eval_ds, meta=meta)
-
-
-def split_line(test_ds) -> str:
-    """One line on where the held-out images come from (printed before every run that scores)."""
-    info = getattr(test_ds, "split_info", None) or {}
-    if info.get("source") == "held out":
-        return (f"held-out split: {info['test']} images ({info['holdout']:.0%} of each class, seed {info['seed']}) "
-                f"kept out of the {info['train']} training images")  # fmt: skip
-    if info.get("source") == "training images":
-        return "no held-out split: the test scores are on training images"
-    return f"test split: {len(test_ds)} images"
 
 
 def metrics_table(m: dict[str, Any], title: str) -> Table:
@@ -222,10 +104,12 @@ def train_tokenizer_cmd(
     train_opts = {"batch_size": batch_size, "lr": lr, "seed": seed}
     if gan is not None:
         train_opts["gan"] = gan
-    metrics = train_tokenizer_run(
-        preset, None, out, budget, device=device, dataset_spec=ds_spec, sections=sections,
-        train_opts=train_opts, overwrite=overwrite, image_size=image_size, channels=channels,
-    )  # fmt: skip
+    with ExitStack() as stack:
+        metrics = train_tokenizer_run(
+            preset, None, out, budget, device=device, dataset_spec=ds_spec, sections=sections,
+            train_opts=train_opts, overwrite=overwrite, image_size=image_size, channels=channels,
+            **{k: v for k, v in stage_renderers(stack).items() if k != "on_status"},
+        )  # fmt: skip
     preset = metrics["tokenizer"]
     dest = out or Path("runs") / f"tokenizer-{preset}"
     console.print(metrics_table(metrics, f"tokenizer {preset} on {ds_spec}"))

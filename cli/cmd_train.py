@@ -148,13 +148,14 @@ def _renderers(stack: ExitStack) -> dict:
     """`train_run`'s callbacks drawn with rich: its notes as lines, one bar per stage."""
     bars: dict[str, object] = {}
 
-    def on_progress(stage: str, done: float, total: float, info: str) -> None:
+    def on_progress(stage: str, done: float, total: float | None, info: str) -> None:
+        n = None if total is None else int(total)  # a tokenizer trained for images or minutes: no known total
         if stage not in bars:
             for old in list(bars):  # one stage at a time: the previous bar ends where the next begins
                 stack.close()
                 bars.pop(old)
-            bars[stage] = stack.enter_context(progress_bar(stage, total=int(total)))
-        bars[stage](int(done), int(total), info=info)
+            bars[stage] = stack.enter_context(progress_bar(stage, total=n))
+        bars[stage](int(done), n, info=info)
 
     return {"on_message": lambda text: console.print(text, highlight=False, markup=False), "on_progress": on_progress}
 

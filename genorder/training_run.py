@@ -82,9 +82,9 @@ def is_checkpoint_spec(spec: str) -> bool:
 
 
 def _resolve_tokenizer(*args, **kwargs):
-    # tokenizer presets are trained (or found in the content-keyed cache) by the CLI's tokenizer
-    # plumbing for now: imported lazily, so the library imports no CLI module at import time
-    from genorder_cli.common import resolve_tokenizer
+    # tokenizer presets are trained (or found in the content-keyed cache) by genorder.tokenizer_run,
+    # imported lazily: it imports this module
+    from genorder.tokenizer_run import resolve_tokenizer
 
     return resolve_tokenizer(*args, **kwargs)
 
@@ -246,7 +246,7 @@ def _train_locked(order_name, order, out: Path, lock: RunLock, w, device, bb, bu
     else:
         tokenizer, tok_stem = _resolve_tokenizer(
             tokenizer_spec, order, given_spec, ds, device, tokenizer_steps, tokenizer_minutes, may_train=w.size == 1,
-            options=tokenizer_options, quiet=quiet,
+            options=tokenizer_options, quiet=quiet, on_message=say, on_progress=progress,
         )
         tok_name = read_meta(tok_stem).get("name", "?")
     if tokenizer.channels != ds.channels or tokenizer.image_size != ds.image_size:

@@ -1,7 +1,6 @@
-"""The one place the experiments reach into the CLI package for the helpers still defined there
-(training a run, training a tokenizer, scoring samples, building a sampler, the cool-down point
-saver). Each is imported when called, so `import genorder.experiments.ablate` stays light; when a
-helper moves into `genorder`, its import changes here and nowhere else."""
+"""The helpers the experiments share (training a run, training a tokenizer, scoring samples,
+building a sampler, the cool-down point saver), forwarded to the library modules that define them.
+Each is imported when called, so `import genorder.experiments.ablate` stays light."""
 
 from __future__ import annotations
 
@@ -16,13 +15,13 @@ def train_run(*args: Any, **kwargs: Any) -> dict:
 
 
 def train_tokenizer_run(*args: Any, **kwargs: Any) -> dict:
-    from genorder_cli.cmd_tokenizer import train_tokenizer_run as fn
+    from genorder.tokenizer_run import train_tokenizer_run as fn
 
     return fn(*args, **kwargs)
 
 
 def resolve_tokenizer(*args: Any, **kwargs: Any):
-    from genorder_cli.common import resolve_tokenizer as fn
+    from genorder.tokenizer_run import resolve_tokenizer as fn
 
     return fn(*args, **kwargs)
 
@@ -35,19 +34,19 @@ def tokenizer_checkpoint(spec: str | None):
 
 
 def check_extractor(extractor: str) -> dict:
-    from genorder_cli.cmd_eval import check_extractor as fn
+    from genorder.scoring import check_extractor as fn
 
     return fn(extractor)
 
 
 def score_images(*args: Any, **kwargs: Any) -> dict:
-    from genorder_cli.cmd_eval import score_images as fn
+    from genorder.scoring import score_images as fn
 
     return fn(*args, **kwargs)
 
 
 def eval_record(kind: str, metrics: dict, **fields: Any) -> dict:
-    from genorder_cli.cmd_eval import record
+    from genorder.scoring import record
 
     return record(kind, metrics, **fields)
 

@@ -290,7 +290,7 @@ def ensure_tokenizer(name: str, options: dict, dataset_spec: str, out_dir: Path,
         return stem
     _bridge.train_tokenizer_run(name, None, out_dir, {"steps": steps}, device=device, dataset_spec=dataset_spec,
                                 tokenizer_opts=options, train_opts={"batch_size": batch, "seed": 0, "lr": lr},
-                                fit_dataset=False)  # the preset's size is the ablation's choice: convert the data to it  # fmt: skip
+                                fit_dataset=False, on_message=progress)  # the preset's size is the ablation's choice: convert the data to it  # fmt: skip
     return stem
 
 
