@@ -100,6 +100,8 @@ def test_default_budgets_contain_no_minutes():
 
     import genorder_cli.cmd_compare as compare
     import genorder_cli.cmd_tokenizer as tok
+    from genorder.experiments.compare import CompareConfig
+    from genorder.regime import BUILTIN, load_regime
     import genorder_cli.cmd_train as train
 
     assert "minutes" not in tok.DEFAULT_BUDGET and tok.DEFAULT_BUDGET["steps"] > 0
@@ -108,8 +110,17 @@ def test_default_budgets_contain_no_minutes():
             if "minutes" in name:
                 default = p.default.default if hasattr(p.default, "default") else p.default
                 assert default is None, (fn.__name__, name)
-    for regime in (compare.CPU, compare.GPU):
-        assert not any("minutes" in k and v is not None for k, v in regime.items())
+    for name in BUILTIN:  # the regimes hold step budgets only; no regime key names minutes
+        flat = load_regime(name).resolved()
+        assert not any("minutes" in k for section in flat.values() if isinstance(section, dict) for k in section)
+        assert load_regime(name).train.steps > 0 and load_regime(name).tokenizer.steps > 0
+    for field, info in CompareConfig.model_fields.items():  # compare's config: a minutes option defaults to None
+        if "minutes" in field:
+            assert info.default is None, field
+    for name, p in inspect.signature(compare.compare).parameters.items():
+        if "minutes" in name:
+            default = p.default.default if hasattr(p.default, "default") else p.default
+            assert default is None, ("compare", name)
     from typer.testing import CliRunner
 
     from genorder_cli.main import app
