@@ -10,7 +10,7 @@ outside the paths the command was told to write (its --out / --json / --npz), GE
 Sizes: `test_fuzz_ci` runs CI_CASES (40) seeded cases (seeds 0-39): 36-48 s for the cases plus ~16 s
 of setup, measured 2026-12-04 with `pytest tests/test_fuzz.py -m "not slow"` on 2 shared cores of an
 AMD EPYC (lscpu), under load; deterministic cases, but timings differ across CPU models and load. The `slow`
-run `test_fuzz_long` runs GENORDER_FUZZ_CASES cases (default 1,000; deselect with -m "not slow"),
+run `test_fuzz_long` (opt-in: `pytest tests/test_fuzz.py -m long`) runs GENORDER_FUZZ_CASES cases (default 1,000),
 logging one JSON line per case to GENORDER_FUZZ_REPORT as it goes.
 Work sizes stay tiny (depth 1, <= 2 steps, 16 px), and values that are valid but huge (a billion
 samples) are not drawn: they are slow, not wrong. `compare`, `ablate` and `scale` are fuzzed at
@@ -486,6 +486,7 @@ def test_fuzz_seeds(fuzz_lab, _isolated):
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_fuzz_long(fuzz_lab, _isolated):
     """GENORDER_FUZZ_CASES (default 1,000) seeded cases after the CI ones; the report lists every failure."""
     report = Path(os.environ.get("GENORDER_FUZZ_REPORT", fuzz_lab[0] / "fuzz-report.jsonl"))
