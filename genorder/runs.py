@@ -354,6 +354,8 @@ def sync_published(run_dir: str | Path, set_dir: str | Path, manifest: dict[str,
     from genorder.hashing import file_sha256
 
     run_dir, set_dir = Path(run_dir), Path(set_dir)
+    if manifest.get("sharded"):  # a sharded (DCP) set holds shards, not model.*: the resume reads the shards
+        return False
     files = manifest.get("files", {})
     same = all((run_dir / n).is_file() and file_sha256(run_dir / n) == files.get(n)
                for n in ("model.safetensors", "model.json"))  # fmt: skip

@@ -285,7 +285,9 @@ def _train_locked(order_name, order, out: Path, lock: RunLock, w, device, bb, bu
                     image_size=ds.image_size, tokenizer_source=str(tok_stem),
                     layout=list(order.layout(tokenizer).scales), identity=identity)
     # before any write: the estimated duration, and a CPU run over an hour needs force (--force)
-    estimate_and_check(Trainer(order, tokenizer, model, ds, tcfg, out, meta), force, say, skip=quiet or resume)
+    # (one process only: a Trainer wraps the model for DDP/FSDP, which may happen once per model)
+    if not (quiet or resume) and w.size == 1:
+        estimate_and_check(Trainer(order, tokenizer, model, ds, tcfg, out, meta), force, say)
     if w.main:
         try:
             out.mkdir(parents=True, exist_ok=True)
