@@ -196,11 +196,20 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
 
 
 def save_npz(path: str | Path, compressed: bool = False, **arrays: np.ndarray) -> Path:
-    """Write arrays to a .npz atomically (a temp file, then os.replace)."""
+    """Write arrays to a .npz atomically (a temp file, then os.replace). The file is what np.savez
+    writes, except that every member's zip timestamp is fixed (1980-01-01), so the same arrays give
+    the same bytes: two runs, or any number of processes, can be compared file for file."""
+    import zipfile
+
+    method = zipfile.ZIP_DEFLATED if compressed else zipfile.ZIP_STORED
 
     def write(tmp: Path) -> None:
-        with tmp.open("wb") as f:  # a file object: numpy would append ".npz" to a path
-            (np.savez_compressed if compressed else np.savez)(f, **arrays)
+        with zipfile.ZipFile(tmp, "w", compression=method, allowZip64=True) as zf:
+            for name, value in arrays.items():
+                info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+                info.compress_type = method
+                with zf.open(info, "w", force_zip64=True) as f:
+                    np.lib.format.write_array(f, np.asanyarray(value), allow_pickle=False)
 
     target = Path(path)
     atomic_write(target, write)

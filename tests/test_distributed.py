@@ -99,3 +99,4 @@ def test_sampling_gives_the_same_npz_whatever_the_world_size(workdir):
     assert a.tobytes() == b.tobytes() and la.tobytes() == lb.tobytes()
     assert len({im.tobytes() for im in a}) > 1  # not one image repeated
     assert not list(workdir.glob(".s2.npz.part-*"))  # the processes' parts are removed
+    assert (workdir / "s1.npz").read_bytes() == (workdir / "s2.npz").read_bytes()  # the files, byte for byte
