@@ -72,7 +72,7 @@ def test_your_own_images_recipe(tmp_path, monkeypatch):
     r = invoke("sample", "--run", "runs/raster", "--per-class", "2", "--npz", "s.npz", "--threads", "1")
     assert r.exit_code == 0, r.output
     with np.load(tmp_path / "s.npz") as z:
-        assert z["images"].shape == (2 * len(CLASSES), 3, 16, 16)
+        assert z["arr_0"].shape == (2 * len(CLASSES), 16, 16, 3)  # ADM's layout: uint8 N x H x W x 3
 
     # decoding with another checkpoint of the same shape (here the tokenizer folder itself) works;
     # one of other scales is refused
