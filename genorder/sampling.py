@@ -83,6 +83,7 @@ def generate_indexed(
     from genorder.images import to_uint8
 
     device = next(run.model.parameters()).device
+    make_generator(seed, device)  # the seed's range is checked as for every generation (UserError)
     mine = chunks(len(labels), chunk)[rank::world_size]
     idx, out = [], []
     for c, (s, e) in enumerate(mine):
@@ -90,7 +91,8 @@ def generate_indexed(
         g.manual_seed(image_seed(seed, s))
         lab = labels[s:e].to(device)
         cb = (lambda i, t, _c=c: progress(_c * t + i, len(mine) * t)) if progress else None
-        tokens = run.order.generate(run.model, run.tokenizer, lab, sampler, g, cb)
+        with registry("orders").blame(run.order_name, "generating (generate())"):  # a plugin's bug: one error line
+            tokens = run.order.generate(run.model, run.tokenizer, lab, sampler, g, cb)
         with torch.inference_mode():
             out.append(to_uint8(run.tokenizer.decode(tokens).float().clamp(-1, 1)))
         idx.append(torch.arange(s, e))
