@@ -76,7 +76,10 @@ def test_every_executor_gives_the_same_comparison_json(tmp_path, monkeypatch):
         assert compare("local2", LocalExecutor(2, threads=1)) == one
         gpu = GpuExecutor(devices=["fake0", "fake1"], threads=1, pin=fake_pin)
         assert compare("gpu", gpu) == one
-        assert {d for n, d in gpu.assignments.items() if n.startswith("train:")} == {"fake0", "fake1"}
+        # the first wave (classifier + a tokenizer) fills both devices; which device a later job gets
+        # depends on which job finishes first, so only the first wave's spread is a fixed fact
+        assert set(gpu.assignments.values()) == {"fake0", "fake1"}
+        assert any(n.startswith("train:") for n in gpu.assignments)
         sub = SubmititExecutor(tmp_path / "submitit", workers=2, threads=1, cluster="local", poll_seconds=0.2)
         assert compare("submitit", sub) == one
 
