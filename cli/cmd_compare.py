@@ -15,7 +15,9 @@ import typer
 from rich.table import Table
 
 from genorder.experiments.compare import CompareConfig, Event, run_compare
+from genorder.data import set_holdout
 from genorder_cli.app import app, console, guarded, parse_csv
+from genorder_cli.common import HoldoutOpt
 
 Opt = typer.Option
 
@@ -27,6 +29,7 @@ def compare(
     regime: Annotated[Optional[str], Opt(help="the sizes, budgets, evaluation sizes and per-order learning rates: cpu, gpu (genorder/regimes/*.toml) or a TOML file of the same shape (default: gpu on a GPU, else cpu)")] = None,
     depth: Annotated[Optional[int], Opt(help="one depth for every order (default: the regime's: 2 on a CPU, at width 32·depth; 16 on a GPU, at the backbone's 64·depth; other widths: --set backbone.width=W)")] = None,
     dataset: Annotated[str, Opt(help="fashion-mnist, shapes, imagefolder:PATH, npz:PATH")] = "fashion-mnist",
+    holdout: HoldoutOpt = None,
     steps: Annotated[Optional[int], Opt(help="budget: optimizer steps per order and seed (default 1000 CPU / 5000 GPU)")] = None,
     images: Annotated[Optional[int], Opt(help="budget: images seen per order and seed")] = None,
     flops: Annotated[Optional[float], Opt(help="budget: training FLOPs per order and seed")] = None,
@@ -58,12 +61,15 @@ def compare(
     set_: Annotated[Optional[list[str]], Opt("--set", help="override: key.path=value (repeatable). A key the regime file defines sets the regime: every [lr] and [evaluation] key, backbone.depth, backbone.width_per_depth, train.steps, train.batch_size, train.schedule, train.cooldown, train.seeds, train.threads, tokenizer.steps, tokenizer.batch_size, tokenizer.lr, tokenizer.presets.KIND (e.g. lr.orders.ORDER=1e-2). Any other key under [order] [backbone] [train] [sampler] [tokenizer] goes to the component (e.g. backbone.width=96, train.warmup=0.05, tokenizer.vocab_size=256). Flags win over --set, --set over the regime file")] = None,
     fid_cache: Annotated[Optional[Path], Opt(help="FID reference cache (default $GENORDER_FID_CACHE or ~/.cache/genorder/fid)")] = None,
     classifier_cache: Annotated[Optional[Path], Opt(help="class-consistency classifier cache (default: FID_CACHE/classifiers)")] = None,
+    force: Annotated[bool, Opt(help="run even when a CPU comparison is estimated at over an hour of training (the estimate is printed first)")] = False,
+    estimate: Annotated[bool, Opt("--estimate/--no-estimate", help="time two training steps of each order first and print the estimated duration")] = True,
 ) -> None:
     """Train ORDERS under one deterministic budget at one depth, score them along training, and write
     comparison.json, comparison_curves.png and comparison.png.
 
     The work is `genorder.experiments.run_compare`; this command builds its config and renders.
     Ctrl-C stops it after a checkpoint; the same command run again continues every run from there."""
+    set_holdout(holdout)
     config = CompareConfig.build(
         regime, set_, orders=parse_csv(orders) if orders is not None else None, depth=depth, steps=steps, images=images,
         flops=flops, minutes=minutes, batch_size=batch_size, lrs=parse_csv(lrs, float) if lrs is not None else None,
@@ -72,6 +78,7 @@ def compare(
         dataset=dataset, lr=lr, tune_lr=tune_lr, tune_fraction=tune_fraction, tokenizer=parse_csv(tokenizer),
         tokenizer_minutes=tokenizer_minutes, image_size=image_size, extractor=extractor, no_fid=no_fid, cfg=cfg,
         top_k=top_k, per_class=per_class, out=out, workers=workers, fid_cache=fid_cache, classifier_cache=classifier_cache,
+        force=force, estimate=estimate,
     )  # fmt: skip
     with _Renderer() as render:
         result = run_compare(config, progress=render)

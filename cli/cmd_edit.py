@@ -26,7 +26,8 @@ from genorder.images import make_grid, side_by_side, tensor_to_pil, to_uint8
 from genorder.runs import load_run, write_json
 from genorder.trainer import resolve_device
 from genorder_cli.app import app, console, guarded, progress_bar
-from genorder_cli.common import make_sampler
+from genorder.data import set_holdout
+from genorder_cli.common import HoldoutOpt, make_sampler
 
 Opt = typer.Option
 
@@ -66,6 +67,7 @@ def edit(
     out: Annotated[Path, Opt(help="output folder: edit.png and edit.json")],
     images: Annotated[Optional[Path], Opt(help="an image file or a folder of images")] = None,
     dataset: Annotated[Optional[str], Opt(help="take the images from this dataset's test split")] = None,
+    holdout: HoldoutOpt = None,
     n: Annotated[int, Opt(help="images to edit: a seeded class-balanced subset of --dataset's test split, or a seeded pick of the --images folder")] = 4,
     class_: Annotated[Optional[int], Opt("--class", help="class-conditional editing: regenerate the region as this class (default: the null class, pure in-painting)")] = None,
     seeds: Annotated[int, Opt(help="results per image and order (seeds 0..K-1)")] = 2,
@@ -82,6 +84,7 @@ def edit(
 ) -> None:
     """Edit images with every given run's order (in-/out-painting; with --class, class-conditional
     editing); orders that cannot make the edit say why. Writes OUT/edit.png and OUT/edit.json."""
+    set_holdout(holdout)
     if (images is None) == (dataset is None):
         raise UserError("give exactly one of --images PATH or --dataset NAME")
     if n < 1 or seeds < 1:

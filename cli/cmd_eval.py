@@ -30,7 +30,9 @@ from genorder.scoring import (  # noqa: F401 - the library's, re-exported
 from genorder.trainer import resolve_device
 from genorder_cli.app import app, console, guarded, progress_bar
 from genorder_cli.app import err_console
+from genorder.data import set_holdout
 from genorder_cli.common import (
+    HoldoutOpt,
     ImageSizeOpt,
     ThreadsOpt,
     generate_with_bar,
@@ -110,6 +112,7 @@ def eval_cmd(
     samples: Annotated[Optional[Path], Opt(help="a uint8 .npz of samples: ADM's arr_0 (N, H, W, 3) from `genorder sample --npz`, or 'images' (N, C, H, W)")] = None,
     ref_batch: Annotated[Optional[Path], Opt(help="with --samples: an ADM reference batch .npz (mu/sigma and/or arr_0), e.g. VIRTUAL_imagenet256_labeled.npz: the papers' FID of every sample (--n does not apply; docs/EVAL.md)")] = None,
     dataset: Annotated[Optional[str], Opt(help="reference dataset for --tokenizer/--samples (a run knows its own)")] = None,
+    holdout: HoldoutOpt = None,
     n: Annotated[int, Opt(help="images to generate / reconstruct")] = 1000,
     seed: Annotated[int, Opt(help="sampling seed")] = 0,
     cfg: Annotated[Optional[float], Opt(help="CFG strength t_max (0 = off)")] = None,
@@ -133,6 +136,7 @@ def eval_cmd(
 ) -> None:
     """Score samples (FID, KID, precision/recall; IS is n/a offline) or a tokenizer's reconstructions."""
     set_threads(threads)
+    set_holdout(holdout)
     given = [x for x in (run, tokenizer if run is None else None, samples) if x is not None]
     if len(given) != 1:
         raise UserError("give exactly one of --run DIR, --tokenizer CKPT, --samples NPZ")

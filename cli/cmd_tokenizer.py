@@ -22,7 +22,8 @@ from genorder.tokenizer_run import (  # noqa: F401 - the library's, re-exported
     train_tokenizer_run,
 )
 from genorder_cli.app import app, console, guarded
-from genorder_cli.common import ImageSizeOpt, ThreadsOpt, layered, set_threads, stage_renderers, tokenizer_stem
+from genorder.data import set_holdout
+from genorder_cli.common import HoldoutOpt, ImageSizeOpt, ThreadsOpt, layered, set_threads, stage_renderers, tokenizer_stem
 
 Opt = typer.Option
 
@@ -75,6 +76,7 @@ TRAIN_HELP = (
 def train_tokenizer_cmd(
     tokenizer: Annotated[Optional[str], Opt(help="a trainable tokenizer preset (see `genorder plugins`); default: the multi-scale preset declared for the dataset's channels and size")] = None,
     dataset: Annotated[str, Opt(help="fashion-mnist, shapes, imagefolder:PATH or npz:PATH")] = DEFAULT_DATASET,
+    holdout: HoldoutOpt = None,
     out: Annotated[Optional[Path], Opt(help="output directory (default runs/tokenizer-<preset>)")] = None,
     steps: Annotated[Optional[int], Opt(help="budget: optimizer steps (with no budget given: 300 steps)")] = None,
     images: Annotated[Optional[int], Opt(help="budget: training images seen")] = None,
@@ -92,6 +94,7 @@ def train_tokenizer_cmd(
     set_: Annotated[Optional[list[str]], Opt("--set", help="override: section.key=value, e.g. tokenizer.vocab_size=1024 (repeatable)")] = None,
 ) -> None:
     set_threads(threads)
+    set_holdout(holdout)
     sections = sections_from(config, set_)
     preset = tokenizer or sections.get("tokenizer", {}).get("name")
     if preset is not None:

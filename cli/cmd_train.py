@@ -23,7 +23,9 @@ from genorder.runs import list_runs, load_run
 from genorder.trainer import resolve_device
 from genorder.training_run import RunInterrupted, regime_defaults, train_run  # noqa: F401 - RunInterrupted: its exit code is 130
 from genorder_cli.app import app, console, guarded, progress_bar
+from genorder.data import set_holdout
 from genorder_cli.common import (
+    HoldoutOpt,
     ImageSizeOpt,
     ThreadsOpt,
     TokenizerOpt,
@@ -57,6 +59,7 @@ def train(
     order: Annotated[str, Opt(help="generation order, a registered name (see `genorder plugins`)")],
     depth: Annotated[Optional[int], Opt(help="backbone depth d (default: the regime's: 2 at width 32·d on a CPU, 16 at the backbone's 64·d on a GPU)")] = None,
     dataset: Annotated[str, Opt(help="fashion-mnist, shapes, imagefolder:PATH or npz:PATH")] = "fashion-mnist",
+    holdout: HoldoutOpt = None,
     tokenizer: TokenizerOpt = None,
     image_size: ImageSizeOpt = None,
     tokenizer_steps: Annotated[int, Opt(help="steps when a tokenizer has to be trained first")] = 300,
@@ -90,6 +93,7 @@ def train(
 
     Ctrl-C (or SIGTERM) writes a checkpoint and prints the command that resumes the run."""
     set_threads(threads)
+    set_holdout(holdout)
     sections = layered(config, set_, allowed=TRAIN_SECTIONS)
     dev = resolve_device(device or sections.get("train", {}).get("device", "auto"))
     defaults = regime_defaults(order, regime, dev.type, sections, depth=depth, batch_size=batch_size, lr=lr)

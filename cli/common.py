@@ -34,6 +34,12 @@ ImageSizeOpt = Annotated[
     Optional[int], typer.Option("--image-size", help="resize the dataset's images to N x N px (an explicit conversion)")
 ]
 TokenizerOpt = Annotated[Optional[str], typer.Option(help=TOKENIZER_HELP)]
+HOLDOUT_HELP = (
+    "an image folder without train/ and test/: the fraction of each class held out as the test split "
+    "(seeded, class-balanced; default 0.1, or $GENORDER_HOLDOUT); 0 turns it off, and the scores are then "
+    "taken on training images"
+)
+HoldoutOpt = Annotated[Optional[float], typer.Option("--holdout", help=HOLDOUT_HELP)]
 
 
 def set_threads(threads: int | None) -> None:

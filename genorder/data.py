@@ -294,6 +294,16 @@ def holdout_fraction(config: DatasetConfig) -> float:
     return value
 
 
+def set_holdout(fraction: float | None) -> None:
+    """Make `fraction` the held-out fraction of this process and of the worker processes it starts
+    (through $GENORDER_HOLDOUT, which they inherit); None leaves it as it is. What `--holdout` sets."""
+    if fraction is None:
+        return
+    if not 0 <= fraction < 1:
+        raise UserError(f"--holdout {fraction:g}: give a fraction in [0, 1) (0 turns the held-out split off)")
+    os.environ[HOLDOUT_ENV] = repr(float(fraction))
+
+
 def held_out_indices(labels: torch.Tensor, split: str, fraction: float) -> tuple[torch.Tensor, dict]:
     """The items of `split` when a labelled set (N,) without a test split of its own holds out
     `fraction` of each class (seeded, class-balanced: `genorder.subsets.balanced_split`), and the

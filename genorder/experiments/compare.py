@@ -98,6 +98,8 @@ class CompareConfig(BaseModel):
     sections: dict[str, dict[str, Any]] = {}  # component sections: [order] [backbone] [train] [sampler] [tokenizer]
     fid_cache: Path | None = None
     classifier_cache: Path | None = None
+    force: bool = False  # run a CPU comparison estimated over an hour of training
+    estimate: bool = True  # time two steps of each order first and print the estimated duration
 
     # -- the regime's values, as the experiment uses them --------------------------------------
     @property
@@ -265,6 +267,7 @@ class CompareResult:
     heldout_images: int
     device: str
     threads: int
+    test_split: dict | None = None  # where the test split came from (the dataset's own, or held out)
     timings: dict[str, list[dict]] = field(default_factory=dict)
     sweep_timings: dict[str, Any] = field(default_factory=dict)
     total_seconds: float = 0.0
@@ -279,7 +282,8 @@ class CompareResult:
             "threads": self.threads, "sampler": _sampler_opts(c), "sections": _model_sections(c), "image_size": c.image_size,
             "evaluation": {"n": c.n, "class_balanced": True, "ref_n": c.ref_n, "extractor": None if c.no_fid else c.extractor,
                            "fid_points": None if c.no_fid else c.fid_points,
-                           "heldout_images": self.heldout_images, "heldout_split": "test[:heldout_images]"},
+                           "heldout_images": self.heldout_images, "heldout_split": "class-balanced, seeded (genorder.subsets.disjoint_subsets)",
+                           "test_split": self.test_split},
             "classifier": {"test_accuracy": self.classifier["test_accuracy"], "dataset_hash": self.classifier["dataset_hash"]},
             "fid_floor": self.floor,
             "tokenizers": self.tokenizers,
@@ -343,23 +347,28 @@ def _tokenizer_for(order, specs: list[str]) -> str | None:
     return specs[0] if order.tokenizer_kind == "multi-scale" else specs[1]
 
 
-def _tokens_per_image(spec: str | None, order, ds, tok_opts: dict) -> float:
-    """Tokens per image the tokenizer `spec` (or the order's default preset) would give: a scheduling
-    estimate only (the longest runs start first); 100 when it cannot be told yet (the tokenizer job
-    then reports the problem)."""
+def planned_tokenizer(spec: str | None, order, ds, tok_opts: dict, device: str | None = None):
+    """The tokenizer `spec` (or the order's default preset for the dataset on `device`) would be: a
+    checkpoint's, or the preset's untrained weights (the shapes are what the plan needs)."""
     from genorder.registry import registry
     from genorder.training_run import is_checkpoint_spec, tokenizer_stem
 
+    if spec and is_checkpoint_spec(spec):
+        from genorder.runs import load_tokenizer
+
+        return load_tokenizer(tokenizer_stem(spec), torch.device("cpu"))[0]
+    from genorder.tokenizer_training import configure_for_dataset
+
+    name, opts = configure_for_dataset(spec, order.tokenizer_kind, ds.channels, ds.image_size, dict(tok_opts), device=device)
+    return registry("tokenizers").create(name, opts)
+
+
+def _tokens_per_image(spec: str | None, order, ds, tok_opts: dict, device: str | None = None) -> float:
+    """Tokens per image the tokenizer `spec` (or the order's default preset) would give: a scheduling
+    estimate only (the longest runs start first); 100 when it cannot be told yet (the tokenizer job
+    then reports the problem)."""
     try:
-        if spec and is_checkpoint_spec(spec):
-            from genorder.runs import load_tokenizer
-
-            scales = load_tokenizer(tokenizer_stem(spec), torch.device("cpu"))[0].scales
-        else:
-            from genorder.tokenizer_training import configure_for_dataset
-
-            name, opts = configure_for_dataset(spec, order.tokenizer_kind, ds.channels, ds.image_size, dict(tok_opts))
-            scales = registry("tokenizers").create(name, opts).scales
+        scales = planned_tokenizer(spec, order, ds, tok_opts, device).scales
     except Exception:  # noqa: BLE001 - an estimate; the tokenizer job raises the real error
         return 100.0
     return float(sum(s * s for s in scales))
@@ -424,7 +433,15 @@ def run_compare(config: CompareConfig, executor=None, progress: Progress | None 
     train_ds = load_dataset(dataset, "train", image_size=c.image_size)
     test_ds = load_dataset(dataset, "test", image_size=train_ds.image_size, channels=train_ds.channels)
     held = min(c.regime.evaluation.heldout_n, len(test_ds) // 2) if len(test_ds) >= 4 else len(test_ds)
-    # held-out loss: reported on test[:held], the LR sweep's on test[-held:] (disjoint when possible)
+    # held-out loss: reported on one seeded class-balanced subset of `held` test images, the LR
+    # sweep's on another (disjoint when possible: compare_jobs.heldout_subset)
+    split = getattr(test_ds, "split_info", None) or {}
+    if split.get("source") == "held out":
+        message(f"held-out split: {split['test']} images ({100 * split['holdout']:g}% of each class, seed {split['seed']}) "
+                f"kept out of training; {split['train']} train images")  # fmt: skip
+    elif split.get("source") == "training images":
+        message("note: the dataset has no test split and none is held out (holdout 0): held-out loss, classifier "
+                "and FID reference are measured on training images")  # fmt: skip
     describe = getattr(executor, "describe", lambda: f"{executor.workers} workers")()
     message(f"compare {', '.join(names)} · depth {depth} · budget {budget} per order and seed"
             f"{' (wall-clock: load-dependent)' if c.load_dependent else ''} · seeds {seed_list} · {n_points} points · "
@@ -440,9 +457,10 @@ def run_compare(config: CompareConfig, executor=None, progress: Progress | None 
     order_objs = {nm: registry("orders").create(nm, order_opts) for nm in names}
     order_tok: dict[str, str] = {}
     run_cost: dict[str, float] = {}  # tokens per image of each order's tokenizer: the longest runs start first
-    pre: list = [Job("classifier", cj.classifier_job, (dataset, dev_s, clf_root), cost=150.0)]
+    pre: list = [Job("classifier", cj.classifier_job, (dataset, dev_s, clf_root, c.image_size), cost=150.0)]
     if not c.no_fid:
-        pre.append(Job("fid-reference", cj.fid_reference_job, (dataset, n, ref, c.extractor, dev_s, str(c.fid_cache) if c.fid_cache else None), cost=100.0))
+        pre.append(Job("fid-reference", cj.fid_reference_job, (dataset, n, ref, c.extractor, dev_s, str(c.fid_cache) if c.fid_cache else None,
+                                                                c.image_size), cost=100.0))  # fmt: skip
     for nm in names:
         spec = _tokenizer_for(order_objs[nm], c.tokenizer) or c.regime.tokenizer.presets.get(order_objs[nm].tokenizer_kind)
         tok_key = spec or f"default {order_objs[nm].tokenizer_kind}"
@@ -450,7 +468,7 @@ def run_compare(config: CompareConfig, executor=None, progress: Progress | None 
             pre.append(Job(f"tokenizer:{tok_key}", cj.tokenizer_job, (spec, nm, order_opts, dataset, c.image_size, dev_s, tok_steps,
                                                                       c.tokenizer_minutes, tok_train, tok_opts), cost=200.0))  # fmt: skip
         order_tok[nm] = tok_key
-        run_cost[nm] = _tokens_per_image(spec, order_objs[nm], train_ds, tok_opts)
+        run_cost[nm] = _tokens_per_image(spec, order_objs[nm], train_ds, tok_opts, dev.type)
     clf_hash = config_fingerprint({"train": dataset_fingerprint(train_ds), "test": dataset_fingerprint(test_ds)})
     threads_now = torch.get_num_threads()
     base_key = {"dataset": dataset_fingerprint(train_ds), "depth": depth, "batch_size": batch_size, "sections": sections, "schedule": schedule,
@@ -461,6 +479,20 @@ def run_compare(config: CompareConfig, executor=None, progress: Progress | None 
               "per_class": c.per_class, "image_size": c.image_size, "device": dev_s, "heldout_n": held, "n": n, "ref_n": ref,
               "extractor": None if c.no_fid else c.extractor, "fid_points": fid_points, "score_key": score_key,
               "fid_cache": str(c.fid_cache) if c.fid_cache else None, "classifier_cache": clf_root}  # fmt: skip
+
+    if c.estimate and not c.load_dependent:
+        from genorder.experiments.compare_estimate import check_compare, estimate_compare
+
+        planned = {}
+        for nm in names:
+            spec = _tokenizer_for(order_objs[nm], c.tokenizer) or c.regime.tokenizer.presets.get(order_objs[nm].tokenizer_kind)
+            planned[nm] = planned_tokenizer(spec, order_objs[nm], train_ds, tok_opts, dev.type)
+        with torch.random.fork_rng(devices=[]):  # the estimate leaves this process's RNG as it was
+            est = estimate_compare(orders=order_objs, tokenizers=planned, dataset=train_ds, sections=sections, depth=depth,
+                                   batch_size=batch_size, budget=budget, points=n_points, schedule=schedule,
+                                   cooldown=cooldown, seeds=len(seed_list), workers=getattr(executor, "workers", 1), device=dev)  # fmt: skip
+        message(est.line() + (" (the LR sweep comes on top)" if c.tune_lr else ""))
+        check_compare(est, c.force)
 
     def run_phase(jobs: list, label: str) -> dict:
         say(Event("phase", name=f"{label} ({describe})", total=len(jobs)))
@@ -571,7 +603,7 @@ def run_compare(config: CompareConfig, executor=None, progress: Progress | None 
 
     return CompareResult(
         config=c, rows=summarise(names, results, floor), runs=results, floor=floor, tokenizers=tokenizers,
-        classifier=clf_info, lr=lr_by_order, lr_sweep=sweep or None, heldout_images=held, device=dev.type,
+        classifier=clf_info, lr=lr_by_order, lr_sweep=sweep or None, heldout_images=held, device=dev.type, test_split=split or None,
         threads=threads_now, timings=timings, sweep_timings=sweep_timings, total_seconds=time.perf_counter() - t_start,
     )  # fmt: skip
 

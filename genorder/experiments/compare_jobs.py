@@ -51,22 +51,26 @@ def tokenizer_job(spec: str | None, order_name: str, order_opts: dict, dataset: 
             "scales": list(tok.scales), "vocab_size": tok.codebook_size}  # fmt: skip
 
 
-def classifier_job(dataset: str, device: str, cache_root: str) -> dict:
-    """Train (or reuse) the class-consistency classifier; returns its info without the model."""
+def classifier_job(dataset: str, device: str, cache_root: str, image_size: int | None = None) -> dict:
+    """Train (or reuse) the class-consistency classifier at the size the runs train at; returns its
+    info without the model."""
     from genorder.classifier import load_or_train_classifier
 
-    _, info = load_or_train_classifier(dataset, device=device, cache_root=cache_root)
+    _, info = load_or_train_classifier(dataset, device=device, cache_root=cache_root, image_size=image_size)
     return info
 
 
-def fid_reference_job(dataset: str, n: int, ref_n: int, extractor: str, device: str, fid_cache: str | None) -> dict:
-    """The reference features (cached on disk) and the real-against-real floor at n."""
+def fid_reference_job(dataset: str, n: int, ref_n: int, extractor: str, device: str, fid_cache: str | None,
+                      image_size: int | None = None) -> dict:  # fmt: skip
+    """The reference features (cached on disk) and the real-against-real floor at n, both of the
+    images at the size the runs train at."""
     from genorder import metrics
 
     dev = torch.device(device)
     ext = metrics.make_extractor(extractor, dev)
-    floor = metrics.fid_floor(dataset, n, ref_n=ref_n, extractor=extractor, device=dev, cache_dir=fid_cache, module=ext)
-    metrics.reference_features(dataset, "test", ref_n, extractor, dev, fid_cache, module=ext)
+    floor = metrics.fid_floor(dataset, n, ref_n=ref_n, extractor=extractor, device=dev, cache_dir=fid_cache, module=ext,
+                              image_size=image_size)  # fmt: skip
+    metrics.reference_features(dataset, "test", ref_n, extractor, dev, fid_cache, module=ext, image_size=image_size)
     return floor
 
 
@@ -263,20 +267,31 @@ def _test_split(job: dict):
     return load_dataset(job["dataset"], "test", image_size=train.image_size, channels=train.channels)
 
 
+def heldout_subset(job: dict, which: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The test images (m, C, H, W) uint8 and labels (m,) of a held-out loss: `which` 0 is the one
+    compare reports, 1 the LR sweep's; two seeded class-balanced subsets of `heldout_n`, disjoint
+    when the test split allows it (`genorder.subsets.disjoint_subsets`; never "the first n": an
+    image folder is read class by class)."""
+    from genorder.subsets import disjoint_subsets
+
+    test = _test_split(job)
+    idx = disjoint_subsets(test.labels, job["heldout_n"])[which]
+    return test.images[idx], test.labels[idx]
+
+
 def _heldout_on_tune_split(run_dir: Path, job: dict) -> float:
-    """Held-out loss of the final weights on the LR sweep's split: the last `heldout_n` test images
-    (disjoint from the reported split, the first `heldout_n`, when the test split allows it)."""
+    """Held-out loss of the final weights on the LR sweep's split (`heldout_subset(job, 1)`, disjoint
+    from the reported one when the test split allows it)."""
     from genorder.heldout import heldout_loss
     from genorder.runs import load_run
 
-    test = _test_split(job)
-    held = job["heldout_n"]
+    images, labels = heldout_subset(job, 1)
     r = load_run(run_dir, torch.device(job["device"]))
-    return heldout_loss(r.order, r.tokenizer, r.model, test.images[-held:], test.labels[-held:])
+    return heldout_loss(r.order, r.tokenizer, r.model, images, labels)
 
 
 def score_job(job: dict, trained: dict, classifier_info: dict) -> dict:
-    """Score every saved point of one run: held-out loss on the first `heldout_n` test images,
+    """Score every saved point of one run: held-out loss on `heldout_subset(job, 0)`,
     `n` class-balanced samples (seed 0) scored by the classifier, and FID / KID / precision-recall
     at every point (`fid_points` "all") or at the last one ("last"). Reuses the record whose key
     (the training key plus everything the scoring depends on) matches.
@@ -296,17 +311,17 @@ def score_job(job: dict, trained: dict, classifier_info: dict) -> dict:
     if rec is not None and trained["reused"]:  # a retrained run is rescored
         return {"points": rec["points"], "timings": rec["timings"], "reused": True}
     dev = torch.device(job["device"])
-    classifier, _ = load_or_train_classifier(job["dataset"], device=dev, cache_root=job["classifier_cache"])
+    classifier, _ = load_or_train_classifier(job["dataset"], device=dev, cache_root=job["classifier_cache"],
+                                             image_size=job["image_size"])  # fmt: skip
     real_MD = ext = None
     if job["extractor"] is not None:
         ext = metrics.make_extractor(job["extractor"], dev)
         _, real_MD = metrics.reference_features(job["dataset"], "test", job["ref_n"], job["extractor"], dev,
-                                                job["fid_cache"], module=ext)  # fmt: skip
-    test = _test_split(job)
-    held = job["heldout_n"]
+                                                job["fid_cache"], module=ext, image_size=job["image_size"])  # fmt: skip
+    held_images, held_labels = heldout_subset(job, 0)
     sampler = make_sampler(job["sections"], **job["sampler_opts"])
-    with_fid = CheckpointProbe(classifier, real_MD, ext, test.images[:held], test.labels[:held], sampler, n=job["n"], seed=0)
-    no_fid = CheckpointProbe(classifier, None, None, test.images[:held], test.labels[:held], sampler, n=job["n"], seed=0)
+    with_fid = CheckpointProbe(classifier, real_MD, ext, held_images, held_labels, sampler, n=job["n"], seed=0)
+    no_fid = CheckpointProbe(classifier, None, None, held_images, held_labels, sampler, n=job["n"], seed=0)
     r = load_run(run_dir, dev)
     saved = trained["result"]["saved_points"]
     points, timings = [], []
