@@ -9,7 +9,7 @@ from typing import Annotated, Any, Optional
 import torch
 import typer
 
-from genorder.config import load_toml, parse_overrides
+from genorder.config import load_toml, nest_keys, parse_overrides
 from genorder.errors import UserError
 from genorder.sampler import Sampler
 from genorder.training_run import is_checkpoint_spec, make_sampler, tokenizer_stem  # noqa: F401 - the library's, re-exported
@@ -51,24 +51,6 @@ def set_threads(threads: int | None) -> None:
     torch.set_num_threads(threads)
 
 
-def _nest(values: dict[str, Any]) -> dict[str, Any]:
-    """{"budget.steps": 5} -> {"budget": {"steps": 5}} (from `--set train.budget.steps=5`)."""
-    out: dict[str, Any] = {}
-    for key, value in values.items():
-        *parents, leaf = key.split(".")
-        if not leaf or not all(parents):
-            raise UserError(f"--set: {key!r} has an empty part; write section.key=value")
-        node = out
-        for p in parents:
-            node = node.setdefault(p, {})
-            if not isinstance(node, dict):
-                raise UserError(f"--set: {key} conflicts with another value")
-        if isinstance(node.get(leaf), dict):
-            raise UserError(f"--set: {key} conflicts with another value")
-        node[leaf] = value
-    return out
-
-
 def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     out = dict(a)
     for k, v in b.items():
@@ -90,7 +72,7 @@ def layered(
     for section, values in parse_overrides(overrides).items():
         if not isinstance(base.setdefault(section, {}), dict):
             raise UserError(f"config section {section!r} is not a table")
-        base[section] = _merge(base[section], _nest(values))
+        base[section] = _merge(base[section], nest_keys(values, section))
     if allowed is not None:
         unknown = sorted(set(base) - set(allowed))
         if unknown:

@@ -115,3 +115,28 @@ def parse_overrides(items: list[str] | None) -> dict[str, dict[str, Any]]:
             value = raw  # a bare word such as a name
         out.setdefault(section, {})[field] = value
     return out
+
+
+def nest_keys(values: dict[str, Any], section: str = "") -> dict[str, Any]:
+    """{"budget.steps": 5} -> {"budget": {"steps": 5}} (the keys of `--set SECTION.budget.steps=5`);
+    an empty part or a key that is both a value and a table is an error naming `section.key`."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        name = f"{section}.{key}" if section else key
+        *parents, leaf = key.split(".")
+        if not leaf or not all(parents):
+            raise UserError(f"--set: {name} has an empty part; write section.key=value")
+        node = out
+        for p in parents:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise UserError(f"--set: {name} conflicts with another value")
+        if isinstance(node.get(leaf), dict):
+            raise UserError(f"--set: {name} conflicts with another value")
+        node[leaf] = value
+    return out
+
+
+def nest_overrides(parsed: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """`parse_overrides`' {section: {"a.b": v}} -> {section: {"a": {"b": v}}}."""
+    return {section: nest_keys(values, section) for section, values in parsed.items()}

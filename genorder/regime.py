@@ -23,6 +23,7 @@ import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from genorder.config import format_validation_error
+from genorder.config import nest_overrides  # noqa: F401 - re-exported (compare imports it from here)
 from genorder.errors import UserError
 
 BUILTIN = ("cpu", "gpu")
@@ -168,26 +169,6 @@ def split_overrides(items: list[str]) -> tuple[list[str], list[str]]:
             raise UserError(f"--set expects key.path=value, got {item!r}")
         (regime if is_regime_key(item.split("=", 1)[0]) else component).append(item)
     return regime, component
-
-
-def nest_overrides(parsed: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """`genorder.config.parse_overrides`' {section: {"a.b": v}} -> {section: {"a": {"b": v}}}."""
-    out: dict[str, dict[str, Any]] = {}
-    for section, values in parsed.items():
-        node_root: dict[str, Any] = out.setdefault(section, {})
-        for key, value in values.items():
-            *parents, leaf = key.split(".")
-            if not leaf or not all(parents):
-                raise UserError(f"--set: {section}.{key} has an empty part; write section.key=value")
-            node = node_root
-            for p in parents:
-                node = node.setdefault(p, {})
-                if not isinstance(node, dict):
-                    raise UserError(f"--set: {section}.{key} conflicts with another value")
-            if isinstance(node.get(leaf), dict):
-                raise UserError(f"--set: {section}.{key} conflicts with another value")
-            node[leaf] = value
-    return out
 
 
 def with_overrides(regime: Regime, overrides: list[str]) -> Regime:

@@ -94,3 +94,18 @@ def test_parse_overrides_feeds_build_config():
 def test_parse_overrides_errors(item):
     with pytest.raises(UserError, match="section.key=value"):
         parse_overrides([item])
+
+
+def test_one_nesting_for_the_cli_layers_and_the_regime_overrides():
+    """`--set` keys are nested by one function (genorder.config.nest_keys) whether they go to a
+    command's config layers or to compare's component sections."""
+    from genorder.config import nest_keys, nest_overrides, parse_overrides
+    from genorder.errors import UserError
+
+    parsed = parse_overrides(["train.budget.steps=5", "train.lr=0.1", "backbone.width=64"])
+    assert nest_overrides(parsed) == {"train": {"budget": {"steps": 5}, "lr": 0.1}, "backbone": {"width": 64}}
+    assert nest_overrides(parsed)["train"] == nest_keys(parsed["train"], "train")
+    with pytest.raises(UserError, match=r"--set: train\.budget\.\.steps has an empty part"):
+        nest_keys({"budget..steps": 1}, "train")
+    with pytest.raises(UserError, match=r"--set: train\.budget conflicts with another value"):
+        nest_keys({"budget.steps": 1, "budget": 2}, "train")
