@@ -129,15 +129,22 @@ def estimate_training(trainer, timed: int = 2, warmup: int = 1) -> Estimate:
                     timed_steps=timed, device=trainer.device.type, bound=bound)  # fmt: skip
 
 
+def refuse_long_cpu(seconds: float, device: str, what: str, detail: str = "",
+                    lower: str = "the budget (--steps), the depth, or the image size", force: bool = False,
+                    limit_s: float | None = None) -> None:  # fmt: skip
+    """Refuse (UserError) `what` ("this CPU run") on a CPU estimated over `limit_s` (default
+    CPU_LIMIT_S) of training, unless `force`: "WHAT is estimated at ... (over ...)DETAIL; pass
+    --force to run it anyway, or lower LOWER"."""
+    limit_s = CPU_LIMIT_S if limit_s is None else limit_s
+    if device == "cpu" and seconds > limit_s and not force:
+        raise UserError(f"{what} is estimated at {format_duration(seconds)} of training (over {format_duration(limit_s)})"
+                        f"{detail}; pass --force to run it anyway, or lower {lower}")  # fmt: skip
+
+
 def check_duration(est: Estimate, force: bool = False, limit_s: float | None = None) -> None:
     """Refuse (UserError) a CPU run estimated over `limit_s` (default CPU_LIMIT_S) unless `force`."""
-    limit_s = CPU_LIMIT_S if limit_s is None else limit_s
-    if est.device == "cpu" and est.seconds > limit_s and not force:
-        raise UserError(
-            f"this CPU run is estimated at {format_duration(est.seconds)} of training (over "
-            f"{format_duration(limit_s)}): {est.steps:,} steps x {est.seconds_per_step:.3g} s/step measured now; "
-            "pass --force to run it anyway, or lower the budget (--steps), the depth, or the image size"
-        )
+    refuse_long_cpu(est.seconds, est.device, "this CPU run",
+                    f": {est.steps:,} steps x {est.seconds_per_step:.3g} s/step measured now", force=force, limit_s=limit_s)  # fmt: skip
 
 
 def estimate_and_check(trainer, force: bool = False, report=None, skip: bool = False) -> Estimate | None:

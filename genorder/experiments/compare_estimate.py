@@ -24,8 +24,7 @@ from typing import Any
 
 import torch
 
-from genorder.errors import UserError
-from genorder.estimate import CPU_LIMIT_S, budget_steps, format_duration
+from genorder.estimate import budget_steps, format_duration, refuse_long_cpu
 
 
 @dataclass
@@ -92,10 +91,5 @@ def estimate_compare(*, orders: dict[str, Any], tokenizers: dict[str, Any], data
 
 def check_compare(est: CompareEstimate, force: bool = False, limit_s: float | None = None) -> None:
     """Refuse a CPU comparison estimated over `limit_s` (default an hour) unless `force`."""
-    limit_s = CPU_LIMIT_S if limit_s is None else limit_s
-    if est.device == "cpu" and est.seconds > limit_s and not force:
-        raise UserError(
-            f"this CPU comparison is estimated at {format_duration(est.seconds)} of training (over "
-            f"{format_duration(limit_s)}); pass --force to run it anyway, or lower the budget (--steps), the "
-            "depth, the seeds, or the image size (--image-size; the CPU presets give 8x8 tokens)"
-        )
+    refuse_long_cpu(est.seconds, est.device, "this CPU comparison", force=force, limit_s=limit_s,
+                    lower="the budget (--steps), the depth, the seeds, or the image size (--image-size; the CPU presets give 8x8 tokens)")  # fmt: skip
