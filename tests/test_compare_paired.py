@@ -77,9 +77,12 @@ def test_every_order_and_seed_is_scored_on_the_same_design_and_compared_pair_by_
     assert "verdict scope: verdicts use the two-level interval" in out and "MDD" in out
 
 
-def _arm(g: torch.Generator, p: float, shift: float, S: int = 2, N: int = 1000, D: int = 8) -> dict:
-    return {"correct": (torch.rand(S, N, generator=g) < p).double(),
-            "features": [torch.randn(N, D, generator=g) + shift for _ in range(S)]}  # fmt: skip
+def _arm(g: torch.Generator, p: float, shift: float, fd, S: int = 2, N: int = 1000, D: int = 8, reps: int = 50) -> dict:
+    """An arm of S seeds x N samples: correctness ~ Bernoulli(p), features ~ N(shift, I), with the
+    classifier FD's replicates as compare's per-order job computes them."""
+    features = [torch.randn(N, D, generator=g) + shift for _ in range(S)]
+    return {"correct": (torch.rand(S, N, generator=g) < p).double(), "features": features,
+            **cp.fd_replicates(features, fd, reps=reps)}  # fmt: skip
 
 
 def test_a_planted_effect_is_detected_by_compares_pairwise_code_and_its_absence_is_not_called():
@@ -87,26 +90,41 @@ def test_a_planted_effect_is_detected_by_compares_pairwise_code_and_its_absence_
 
     g = torch.Generator().manual_seed(0)
     fd = FrechetToReference(torch.randn(4000, 8, generator=g))  # the "test split": N(0, I)
-    good, bad = _arm(g, 0.8, 0.0), _arm(g, 0.5, 0.6)
-    got = cp.compare_arms(good, bad, fd, reps=50)
+    good, bad = _arm(g, 0.8, 0.0, fd), _arm(g, 0.5, 0.6, fd)
+    got = cp.compare_arms(good, bad)
     for scope in ("seeds", "samples"):  # A (good) is better: higher accuracy, lower FD, in both scopes
         acc, dist = got["class_acc"][scope], got["classifier_fd"][scope]
         assert acc["verdict"] == "better" and acc["diff"]["lo"] > 0 and acc["diff"]["estimate"] == pytest.approx(0.3, abs=0.05)
         assert dist["verdict"] == "better" and dist["diff"]["hi"] < 0
         assert acc["mdd"] < 0.3 and dist["mdd"] < abs(dist["diff"]["estimate"])  # the design could detect it
-    back = cp.compare_arms(bad, good, fd, reps=50)
+    back = cp.compare_arms(bad, good)
     assert back["class_acc"]["seeds"]["verdict"] == back["classifier_fd"]["seeds"]["verdict"] == "worse"
     # A/A: two arms of one distribution, again and again; a verdict other than "no detectable
     # difference" is a false positive, nominally 5% of the pairs (P(>= 9 of 60 | 5%) = 0.003)
     pairs, false = 60, {(m, s): 0 for m in ("class_acc", "classifier_fd") for s in ("seeds", "samples")}
     for r in range(pairs):
-        same = cp.compare_arms(_arm(g, 0.8, 0.0, N=500), _arm(g, 0.8, 0.0, N=500), fd, reps=30, seed=r)
+        same = cp.compare_arms(_arm(g, 0.8, 0.0, fd, N=500, reps=30), _arm(g, 0.8, 0.0, fd, N=500, reps=30))
         for m, s in false:
             false[m, s] += same[m][s]["verdict"] != "no detectable difference"
     assert all(v <= 8 for v in false.values()), false
     # with 2 seeds the two-level interval (t = 12.7) is wider than the samples-only one
     assert got["class_acc"]["seeds"]["diff"]["df"] == 1 and got["class_acc"]["samples"]["diff"]["df"] is None
     assert got["class_acc"]["seeds"]["mdd"] > got["class_acc"]["samples"]["mdd"]
+
+
+def test_the_fd_difference_from_per_order_replicates_is_the_librarys_paired_bootstrap():
+    """compare bootstraps each order's FD once (a job per order) and differences the replicates: the
+    same resampled indices in both arms, so the interval equals genorder.stats.paired_set_difference's."""
+    from genorder.classifier_fd import FrechetToReference
+    from genorder.stats import paired_set_difference
+
+    g = torch.Generator().manual_seed(3)
+    fd = FrechetToReference(torch.randn(500, 6, generator=g))
+    a, b = _arm(g, 0.7, 0.0, fd, N=300, D=6, reps=40), _arm(g, 0.6, 0.3, fd, N=300, D=6, reps=40)
+    mine = cp.compare_arms(a, b)["classifier_fd"]["seeds"]["diff"]
+    lib = paired_set_difference(a["features"], b["features"], fd, reps=40, seed=0).diff
+    for key in ("estimate", "lo", "hi", "se", "var_within", "var_between"):
+        assert mine[key] == pytest.approx(getattr(lib, key), rel=1e-9, abs=1e-12), key
 
 
 def test_runs_scored_on_another_design_are_refused(tmp_path):
@@ -120,9 +138,9 @@ def test_runs_scored_on_another_design_are_refused(tmp_path):
     save("a", 0)
     save("b", 1)  # another design seed: other per-sample seeds
     with pytest.raises(UserError, match="another design"):
-        cp.load_arms(["x", "y"], {"x": [(tmp_path / "a", 2)], "y": [(tmp_path / "b", 2)]})
+        cp.load_correct(["x", "y"], {"x": [(tmp_path / "a", 2)], "y": [(tmp_path / "b", 2)]})
     with pytest.raises(UserError, match="missing"):
-        cp.load_arms(["x"], {"x": [(tmp_path / "c", 2)]})
+        cp.load_correct(["x"], {"x": [(tmp_path / "c", 2)]})
 
 
 def test_a_final_n_the_floor_cannot_match_is_refused_before_any_training(tmp_path):

@@ -495,6 +495,7 @@ def run_compare(config: CompareConfig, executor=None, progress: Progress | None 
               "final_n": c.final_n, "fid_n": c.fid_n,
               "extractor": None if c.no_fid else c.extractor, "fid_points": fid_points, "score_key": score_key,
               "fid_cache": str(c.fid_cache) if c.fid_cache else None, "classifier_cache": clf_root}  # fmt: skip
+    pre.append(Job("classifier-floor", cj.classifier_floor_job, (common, len(seed_list) * c.final_n), deps=("classifier",), cost=50.0))
 
     def run_phase(jobs: list, label: str) -> dict:
         say(Event("phase", name=f"{label} ({describe})", total=len(jobs)))
@@ -536,6 +537,12 @@ def run_compare(config: CompareConfig, executor=None, progress: Progress | None 
             if score:
                 deps = (name, "classifier", *(("fid-reference",) if not c.no_fid else ())) if first else (name,)
                 jobs.append(Job(f"score:{nm}:{seed}", cj.score_job, (spec, Result(name), dep("classifier")), deps=deps, cost=1.0))
+        if score:  # per order, once its seeds are scored: the pooled classifier FD and the FD's bootstrap
+            for nm in dict.fromkeys(r[0] for r in runs):
+                mine = [r for r in runs if r[0] == nm]
+                scores = tuple(f"score:{nm}:{r[1]}" for r in mine)
+                jobs.append(Job(f"paired:{nm}", cj.order_stats_job, (common, [str(r[4]) for r in mine], [Result(j) for j in scores],
+                                                                     c.regime.evaluation.boot_reps), deps=scores, cost=1.0))  # fmt: skip
         done = run_phase(jobs, label)
         if first:
             pre_done.update({j.name: done[j.name] for j in pre})
@@ -596,17 +603,15 @@ def run_compare(config: CompareConfig, executor=None, progress: Progress | None 
 
     # 4. the paired statistics at the last point: per order (two-level and samples-only intervals,
     #    per-class accuracy, classifier FD against the floor) and per pair of orders
-    from genorder.classifier import load_or_train_classifier
     from genorder.experiments import compare_paired as cp
 
     t_stats = time.perf_counter()
-    clf_model, _ = load_or_train_classifier(dataset, device=dev, cache_root=clf_root)
     last: dict[str, list[tuple[Path, int]]] = {nm: [] for nm in names}  # (run dir, last step) per seed
     for nm, _, _, _, run_dir, _ in runs:
         last[nm].append((run_dir, results[nm][len(last[nm])]["points"][-1]["step"]))
-    labels_N, arms = cp.load_arms(names, last)
-    paired = cp.final_statistics(names, labels_N, arms, clf_model, test_ds.images, train_ds.images,
-                                 num_classes=train_ds.num_classes, reps=c.regime.evaluation.boot_reps)  # fmt: skip
+    labels_N, correct, _ = cp.load_correct(names, last)
+    paired = cp.final_statistics(names, labels_N, correct, {nm: got[f"paired:{nm}"] for nm in names}, pre_done["classifier-floor"],
+                                 num_classes=train_ds.num_classes)  # fmt: skip
     for nm in names:
         o = paired["orders"][nm]
         ca, fd = o["class_acc"], o["classifier_fd"]

@@ -12,6 +12,9 @@ record. The split that lets the two cores of a small machine both work from the 
   score:ORDER:S   every point: held-out loss, the paired design's       needs the run, the
                   samples scored (per sample, RUN/paired/), FID at the   classifier and references
                   points asked for
+  classifier-floor  the classifier FD's floor at seeds x final_n          needs the classifier
+  paired:ORDER    one order's pooled classifier FD / precision-recall,   needs its score jobs
+                  the per-seed FD's bootstrap replicates
 
 Nothing here prints: the main process reports each job as it ends.
 """
@@ -339,3 +342,28 @@ def score_job(job: dict, trained: dict, classifier_info: dict) -> dict:
                         "heldout_fid_seconds": heldout_fid_s})  # fmt: skip
     write_json(rec_path, {"key": key, "points": points, "timings": timings})
     return {"points": points, "timings": timings, "reused": False}
+
+
+def classifier_floor_job(job: dict, n: int) -> dict:
+    """The classifier FD's real-against-real floor at the pooled n (`n` = seeds x final_n): the
+    first n train images against the test split, in the classifier's features. Runs beside the
+    training (it needs the classifier only)."""
+    from genorder.classifier import load_or_train_classifier
+    from genorder.classifier_fd import classifier_floor
+    from genorder.data import load_dataset
+    from genorder.experiments import compare_paired as cp
+
+    classifier, _ = load_or_train_classifier(job["dataset"], device=torch.device(job["device"]), cache_root=job["classifier_cache"])
+    train = load_dataset(job["dataset"], "train", image_size=job["image_size"])
+    return classifier_floor(classifier, train.images, cp.reference(classifier, _test_split(job).images), n)
+
+
+def order_stats_job(job: dict, run_dirs: list[str], scored: list[dict], reps: int) -> dict:
+    """One order's last point over its seeds (`run_dirs`, the score jobs' records `scored` in the
+    same order): `compare_paired.order_statistics` of the features the score jobs wrote."""
+    from genorder.classifier import load_or_train_classifier
+    from genorder.experiments import compare_paired as cp
+
+    classifier, _ = load_or_train_classifier(job["dataset"], device=torch.device(job["device"]), cache_root=job["classifier_cache"])
+    feats = [cp.load_paired(cp.paired_path(Path(d), rec["points"][-1]["step"]))["features"] for d, rec in zip(run_dirs, scored, strict=True)]
+    return cp.order_statistics(feats, cp.reference(classifier, _test_split(job).images), reps=reps)
