@@ -7,10 +7,15 @@ each at several checkpoints along training, and say what each budget bought.
     >>> result.rows[0]["heldout_loss"], result.write()
 
 Per order and seed: one run trained with `train_run` (the same code as `genorder train`), its
-weights saved at `points` evenly spaced fractions of the budget; each saved point is then scored by
-a `CheckpointProbe`: held-out token loss on a fixed test subset, class accuracy of class-balanced
-samples (a classifier trained once on the dataset, cached by content) with a bootstrap interval,
-FID / KID / precision-recall against the test split, next to the real-against-real FID at the same n.
+weights saved at `points` evenly spaced fractions of the budget; each saved point is then scored:
+held-out token loss on a fixed test subset; class accuracy (a classifier trained once on the
+dataset, cached by content) on the paired design, the same labels and per-sample seeds for every
+order and seed (`evaluation.n` samples, `evaluation.final_n` at the last point; `compare_paired`);
+FID / KID / precision-recall (`CheckpointProbe`, `evaluation.fid_n` samples) against the test split,
+next to the real-against-real FID at the same n. At the last point `compare_paired` gives each order
+its two-level (seeds x samples) and samples-only intervals, per-class accuracy and the
+classifier-feature FD / precision / recall against its floor, and each pair of orders its paired
+differences with verdicts and minimum detectable differences (comparison.json's "pairwise").
 
 The work is a set of jobs (`compare_jobs`: classifier, FID references, tokenizers, one training job
 per order and seed, one scoring job per run) handed to an executor (`genorder.executors`): local
@@ -23,8 +28,9 @@ The sizes, budgets, evaluation sizes and per-order learning rates come from a re
 comparison.json.
 
 `CompareResult.write(out)` writes:
-  comparison.json          every result (config, tokenizers, classifier, floor, LR sweep, every curve
-                           point, the regime): a function of the config and the data only
+  comparison.json          every result (config, tokenizers, classifier, floors, LR sweep, every curve
+                           point, the intervals, the pairwise verdicts, the regime): a function of
+                           the config and the data only
   comparison_timings.json  everything that depends on the machine's load (wall-clock per point, total)
   comparison.png           the sample grids side by side (seed 0)
   comparison_curves.png    class accuracy and FID against training FLOPs and wall-clock, bands over seeds
