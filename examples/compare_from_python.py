@@ -25,7 +25,7 @@ def main(out: Path) -> None:
     config = CompareConfig.build(
         "cpu",  # the regime: sizes, budgets and per-order learning rates (genorder/regimes/cpu.toml)
         orders=["raster", "maskgit"], dataset=f"npz:{out / 'shapes.npz'}", tokenizer=["msvq-tiny", "vq-tiny"],
-        tokenizer_steps=2, depth=1, steps=6, batch_size=8, points=2, n=8, seeds=[0], no_fid=True, per_class=2,
+        tokenizer_steps=2, depth=1, steps=6, batch_size=8, points=2, n=8, final_n=16, seeds=[0], no_fid=True, per_class=2,
         fid_cache=out / "fid", out=out / "compare", device="cpu",
     )  # fmt: skip
 

@@ -100,9 +100,14 @@ def classifier_metrics(fake_ND: torch.Tensor, real_MD: torch.Tensor, *, prc: boo
 
 
 def classifier_floor(classifier, train_images: torch.Tensor, real_MD: torch.Tensor, n: int, *,
-                     prc: bool = True) -> dict[str, Any]:
-    """The real-against-real floor at n: the first n train images, embedded and scored like n
-    generated images against the same reference. Same keys as `classifier_metrics`."""
+                     prc: bool = True, labels: torch.Tensor | None = None) -> dict[str, Any]:
+    """The real-against-real floor at n: a seeded subset of n train images (class-balanced when
+    their `labels` are given; never "the first n", which in a folder read class by class is a
+    class or two), embedded and scored like n generated images against the same reference. Same
+    keys as `classifier_metrics`."""
+    from genorder.subsets import balanced_subset
+
     if n > len(train_images):
         raise UserError(f"the floor at n = {n} needs {n} train images, the split has {len(train_images)}")
-    return classifier_metrics(classifier_features(classifier, train_images[:n]), real_MD, prc=prc)
+    idx = balanced_subset(labels, n, total=len(train_images))
+    return classifier_metrics(classifier_features(classifier, train_images[idx]), real_MD, prc=prc)

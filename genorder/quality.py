@@ -100,6 +100,7 @@ class PairedResult:
     two results of the same design can be differenced sample by sample (`genorder.stats`)."""
 
     labels: torch.Tensor  # (n,) int64, the design's
+    sample_seeds: torch.Tensor  # (n,) int64, the design's per-sample seeds
     correct: torch.Tensor  # (n,) bool: the classifier's class is the requested one
     features: torch.Tensor  # (n, D) float32, the classifier's penultimate layer
     metrics: dict[str, Any]  # class_acc, per_class_acc, classifier_fd {fd, precision, recall, n, ref_n}, floor
@@ -118,8 +119,8 @@ class PairedProbe:
     the test split (the reference) and computes the real-against-real floor at the same n once."""
 
     classifier: Any
-    real_MD: torch.Tensor  # classifier features of the test split (M, D)
-    floor: dict[str, Any]  # `classifier_floor` at n
+    real_MD: torch.Tensor | None  # classifier features of the test split (M, D); None: no classifier FD
+    floor: dict[str, Any] | None  # `classifier_floor` at n (None: not computed here)
     sampler: Any
     n: int
     seed: int = 0
@@ -158,7 +159,8 @@ class PairedProbe:
         metrics = {
             "n": self.n, "seed": self.seed, "block": self.block,
             "class_acc": float(correct.double().mean()), "per_class_acc": per_class,
-            "classifier_fd": classifier_metrics(feats, self.real_MD, prc=self.prc), "floor": self.floor,
+            "classifier_fd": None if self.real_MD is None else classifier_metrics(feats, self.real_MD, prc=self.prc),
+            "floor": self.floor,
         }  # fmt: skip
         t2 = time.perf_counter()
-        return PairedResult(labels, correct, feats, metrics, {"sample": t1 - t0, "score": t2 - t1})
+        return PairedResult(labels, seeds, correct, feats, metrics, {"sample": t1 - t0, "score": t2 - t1})

@@ -56,10 +56,21 @@ class TokenizerRegime(_Section):
 
 class EvaluationRegime(_Section):
     points: int = Field(ge=1)
-    n: int = Field(ge=2)
+    n: int = Field(ge=2)  # paired-design samples per seed at every point but the last (class accuracy)
+    final_n: int | None = Field(None, ge=2)  # ... at the last point (class accuracy, classifier FD); None: n
+    fid_n: int | None = Field(None, ge=2)  # samples of the Inception FID and its floor; None: n
+    boot_reps: int = Field(200, ge=2)  # bootstrap resamples of the classifier-feature FD's intervals
     ref_n: int = Field(ge=2)
     heldout_n: int = Field(ge=1)
     fid_points: Literal["all", "last"]
+
+    @property
+    def last_n(self) -> int:
+        return self.final_n if self.final_n is not None else self.n
+
+    @property
+    def inception_n(self) -> int:
+        return self.fid_n if self.fid_n is not None else self.n
 
 
 class LRRegime(_Section):

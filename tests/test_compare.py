@@ -42,7 +42,7 @@ def shapes_npz(path: Path, seed: int = 1, n_train: int = 96, n_test: int = 40) -
 
 def tiny(data: str, out: str, *extra: str) -> list[str]:
     return ["compare", "--dataset", data, "--tokenizer", "msvq-tiny,vq-tiny", "--tokenizer-steps", "2", "--depth", "1",
-            "--steps", "4", "--batch-size", "8", "--points", "2", "--n", "8", "--ref-n", "16", "--seeds", "0,1",
+            "--steps", "4", "--batch-size", "8", "--points", "2", "--n", "8", "--final-n", "16", "--fid-n", "8", "--ref-n", "16", "--seeds", "0,1",
             "--extractor", "genorder-tiny-random", "--fid-cache", "fid", "--per-class", "1", "--out", out, "--workers", "1",
             *extra]  # fmt: skip
 
@@ -62,7 +62,8 @@ def test_compare_twice_gives_the_same_json_and_writes_every_curve_point(tmp_path
     assert len(set(doc["lr"].values())) == 2
     assert doc["regime"] == {**cpu.resolved(), "train": {**cpu.resolved()["train"], "steps": 4, "batch_size": 8},
                              "backbone": {**cpu.resolved()["backbone"], "depth": 1},
-                             "evaluation": {**cpu.resolved()["evaluation"], "points": 2, "n": 8, "ref_n": 16, "fid_points": "all"},
+                             "evaluation": {**cpu.resolved()["evaluation"], "points": 2, "n": 8, "final_n": 16, "fid_n": 8, "ref_n": 16,
+                                            "fid_points": "all"},
                              "tokenizer": {**cpu.resolved()["tokenizer"], "steps": 2}}  # the flags, resolved into it
     assert list(doc)[-1] == "regime"
     for name, runs in doc["runs"].items():
@@ -70,9 +71,9 @@ def test_compare_twice_gives_the_same_json_and_writes_every_curve_point(tmp_path
         for run in runs:
             assert (run["steps"], run["images"]) == (4, 32)  # one deterministic budget for every order
             assert [p["step"] for p in run["points"]] == [2, 4]  # evaluated at 1/2 and 2/2 of the budget
-            for p in run["points"]:
+            for p, n in zip(run["points"], (8, 16), strict=True):  # the paired design: n, final_n at the last point
                 assert p["heldout_loss"] > 0 and 0 <= p["class_acc"]["lo"] <= p["class_acc"]["acc"] <= p["class_acc"]["hi"] <= 1
-                assert p["class_acc"]["n"] == 8 and p["fid"] >= 0 and "precision" in p and "recall" in p
+                assert p["class_acc"]["n"] == n and p["fid"] >= 0 and "precision" in p and "recall" in p
                 assert "seconds" not in json.dumps(p)  # timings live apart
             assert run["points"][1]["train_flops"] == pytest.approx(2 * run["points"][0]["train_flops"])
     assert doc["fid_floor"]["n"] == 8 and doc["fid_floor"]["fid_floor"] > 0
@@ -188,8 +189,17 @@ ISSUE_25_FIELDS = ("classifier.dataset_hash", "fid_floor", "tokenizers.*.stem", 
                    "rows.*.kid_mean", "rows.*.fid_over_floor", "runs.*.*.points.*.fid", "runs.*.*.points.*.kid_mean",
                    "runs.*.*.points.*.kid_std",
                    # and the held-out loss's test images: a seeded class-balanced subset, not test[:n]
-                   "evaluation.heldout_split", "evaluation.test_split", "rows.*.heldout_loss", "rows.*.heldout_loss_per_seed",
+                   "evaluation.heldout_split", "rows.*.heldout_loss", "rows.*.heldout_loss_per_seed",
                    "rows.*.last_20pct_improvement", "rows.*.last_20pct_improvement_per_seed", "runs.*.*.points.*.heldout_loss")  # fmt: skip
+# issue 22 replaced class accuracy: it is now scored on the paired design (the same labels and per-sample
+# seeds for every order and seed; final_n samples at the last point) with a samples-only normal interval,
+# where the old code scored n class-balanced samples of one generator with a percentile bootstrap.
+# These fields, and the goal derived from them, have another meaning now and are not compared:
+ISSUE_22_REPLACED = ("rows.*.class_acc", "rows.*.class_acc_per_seed", "rows.*.goal_class_acc_70", "runs.*.*.points.*.class_acc")
+# ... and it (with issue 25: test_split) added these (the old document has no such field):
+ISSUE_22_ADDED = ("evaluation.test_split", "evaluation.final_n", "evaluation.fid_n", "evaluation.boot_reps", "evaluation.design",
+                  "rows.*.class_acc_interval", "rows.*.per_class_acc", "rows.*.classifier_fd", "classifier_fd_floor",
+                  "pairwise", "pairwise_scope", "runs.*.*.points.*.per_class_acc", "runs.*.*.points.*.design")  # fmt: skip
 
 
 def _without(doc, fields):
@@ -231,9 +241,12 @@ def _get(doc, field):
 def test_comparison_json_is_the_one_the_code_before_the_library_wrote(tmp_path):  # and issue 25 changed only its FID fields
     """Issue 21's goal at a tiny size: tests/data/compare_golden.json was written by `genorder compare`
     before compare became library code (tests/data/compare_golden.py, on the CPU model in
-    compare_golden.cpu). The new code's comparison.json, its "regime" key removed, is the same file
-    byte for byte on that CPU model; elsewhere (round-off differs across CPU models) the same keys,
-    strings and integers, and floats to 1e-4."""
+    compare_golden.cpu). Every field the new code writes with the old meaning (held-out losses,
+    FID at the old n, tokenizers, lr, budgets, ...) has its old value: only the fields issue 25
+    changed and the class-accuracy fields issue 22 replaced differ, and issue 22's new fields are
+    left out of that comparison. compare_golden_balanced.json is the whole document (its "regime"
+    key removed) the current code writes: byte for byte on that CPU model; elsewhere (round-off
+    differs across CPU models) the same keys, strings and integers, and floats to 1e-4."""
     import importlib.util
 
     from genorder.runs import write_json
@@ -253,8 +266,13 @@ def test_comparison_json_is_the_one_the_code_before_the_library_wrote(tmp_path):
     # loss's test images (a seeded class-balanced subset): those fields,
     # and nothing else, differ from it; compare_golden_balanced.json is the whole document since then
     old = json.loads((Path(__file__).parent / "data" / "compare_golden.json").read_text())
-    assert _without(doc, ISSUE_25_FIELDS) == _without(old, ISSUE_25_FIELDS)
+    assert "pairwise" not in old and "classifier_fd_floor" not in old
+    kept = ISSUE_25_FIELDS + ISSUE_22_REPLACED
+    assert _without(doc, kept + ISSUE_22_ADDED) == _without(old, kept)
     assert any(_get(doc, f) != _get(old, f) for f in ISSUE_25_FIELDS)  # the balanced reference did change them
+    # the replaced class accuracy: final_n = 16 paired samples at the last point, where the old code had 8
+    assert {p["n"] for p in _get(doc, "runs.*.*.points.*.class_acc")} == {8, 16}
+    assert {n["n"] for n in _get(old, "runs.*.*.points.*.class_acc")} == {8}
     golden = (Path(__file__).parent / "data" / "compare_golden_balanced.json").read_bytes()
     if _cpu_model() == _golden_cpu():
         assert (tmp_path / "stripped.json").read_bytes() == golden
@@ -331,7 +349,7 @@ def test_an_order_the_regime_has_no_rate_for_gets_its_default_and_a_notice(tmp_p
     monkeypatch.setitem(registry("orders").entries, "third-party", Entry("third-party", ThirdParty, "tests"))
     data = shapes_npz(tmp_path / "shapes.npz")
     cfg = CompareConfig.build(orders=["third-party"], dataset=data, tokenizer=["vq-tiny"], tokenizer_steps=2, depth=1,
-                              steps=2, batch_size=8, points=1, n=8, seeds=[0], no_fid=True, per_class=1,
+                              steps=2, batch_size=8, points=1, n=8, final_n=16, seeds=[0], no_fid=True, per_class=1,
                               fid_cache=tmp_path / "fid", out=tmp_path / "tp")  # fmt: skip
     lines: list[str] = []
     result = run_compare(cfg, LocalExecutor(1), progress=lambda e: lines.append(e.text) if e.kind == "message" else None)

@@ -65,7 +65,7 @@ def test_every_executor_gives_the_same_comparison_json(tmp_path, monkeypatch):
 
     def compare(name: str, executor) -> bytes:
         cfg = CompareConfig.build(orders=["raster", "maskgit"], dataset=data, tokenizer=["msvq-tiny", "vq-tiny"],
-                                  tokenizer_steps=2, depth=1, steps=4, batch_size=8, points=2, n=8, seeds=[0],
+                                  tokenizer_steps=2, depth=1, steps=4, batch_size=8, points=2, n=8, final_n=16, seeds=[0],
                                   no_fid=True, per_class=1, fid_cache=tmp_path / "fid", out=tmp_path / name,
                                   device="cpu")  # fmt: skip
         run_compare(cfg, executor).write()

@@ -7,10 +7,15 @@ each at several checkpoints along training, and say what each budget bought.
     >>> result.rows[0]["heldout_loss"], result.write()
 
 Per order and seed: one run trained with `train_run` (the same code as `genorder train`), its
-weights saved at `points` evenly spaced fractions of the budget; each saved point is then scored by
-a `CheckpointProbe`: held-out token loss on a fixed test subset, class accuracy of class-balanced
-samples (a classifier trained once on the dataset, cached by content) with a bootstrap interval,
-FID / KID / precision-recall against the test split, next to the real-against-real FID at the same n.
+weights saved at `points` evenly spaced fractions of the budget; each saved point is then scored:
+held-out token loss on a fixed test subset; class accuracy (a classifier trained once on the
+dataset, cached by content) on the paired design, the same labels and per-sample seeds for every
+order and seed (`evaluation.n` samples, `evaluation.final_n` at the last point; `compare_paired`);
+FID / KID / precision-recall (`CheckpointProbe`, `evaluation.fid_n` samples) against the test split,
+next to the real-against-real FID at the same n. At the last point `compare_paired` gives each order
+its two-level (seeds x samples) and samples-only intervals, per-class accuracy and the
+classifier-feature FD / precision / recall against its floor, and each pair of orders its paired
+differences with verdicts and minimum detectable differences (comparison.json's "pairwise").
 
 The work is a set of jobs (`compare_jobs`: classifier, FID references, tokenizers, one training job
 per order and seed, one scoring job per run) handed to an executor (`genorder.executors`): local
@@ -23,8 +28,9 @@ The sizes, budgets, evaluation sizes and per-order learning rates come from a re
 comparison.json.
 
 `CompareResult.write(out)` writes:
-  comparison.json          every result (config, tokenizers, classifier, floor, LR sweep, every curve
-                           point, the regime): a function of the config and the data only
+  comparison.json          every result (config, tokenizers, classifier, floors, LR sweep, every curve
+                           point, the intervals, the pairwise verdicts, the regime): a function of
+                           the config and the data only
   comparison_timings.json  everything that depends on the machine's load (wall-clock per point, total)
   comparison.png           the sample grids side by side (seed 0)
   comparison_curves.png    class accuracy and FID against training FLOPs and wall-clock, bands over seeds
@@ -135,6 +141,14 @@ class CompareConfig(BaseModel):
         return self.regime.evaluation.n
 
     @property
+    def final_n(self) -> int:
+        return self.regime.evaluation.last_n
+
+    @property
+    def fid_n(self) -> int:
+        return self.regime.evaluation.inception_n
+
+    @property
     def ref_n(self) -> int:
         return self.regime.evaluation.ref_n
 
@@ -169,6 +183,8 @@ class CompareConfig(BaseModel):
         points: int | None = None,
         schedule: str | None = None,
         n: int | None = None,
+        final_n: int | None = None,
+        fid_n: int | None = None,
         ref_n: int | None = None,
         fid_points: str | None = None,
         threads: int | None = None,
@@ -192,6 +208,7 @@ class CompareConfig(BaseModel):
         flags = {"backbone.depth": depth, "train.batch_size": batch_size, "train.schedule": schedule,
                  "train.seeds": seeds, "train.threads": threads, "tokenizer.steps": tokenizer_steps,
                  "evaluation.points": points, "evaluation.n": n, "evaluation.ref_n": ref_n,
+                 "evaluation.final_n": final_n, "evaluation.fid_n": fid_n,
                  "evaluation.fid_points": fid_points, "lr.tune": lrs}  # fmt: skip
         budget = {k: v for k, v in {"steps": steps, "images": images, "flops": flops, "minutes": minutes}.items() if v is not None}
         if list(budget) == ["steps"]:
@@ -206,9 +223,11 @@ class CompareConfig(BaseModel):
             raise UserError("need at least one seed")
         if lrs is not None and (not lrs or any(v <= 0 for v in lrs)):
             raise UserError("--lrs needs positive learning rates")
-        for key, value in [("evaluation.points", points), ("evaluation.n", n), ("evaluation.ref_n", ref_n)]:
+        for key, value in [("evaluation.points", points), ("evaluation.n", n), ("evaluation.ref_n", ref_n),
+                           ("evaluation.final_n", final_n), ("evaluation.fid_n", fid_n)]:
             if value is not None and value < (1 if key == "evaluation.points" else 2):
-                raise UserError("need at least one seed, --points >= 1, --n >= 2, --ref-n >= 2 and 0 < --tune-fraction <= 1")
+                raise UserError("need at least one seed, --points >= 1, --n >= 2, --final-n >= 2, --fid-n >= 2, --ref-n >= 2 "
+                                "and 0 < --tune-fraction <= 1")
         if isinstance(regime, Regime):
             reg = regime
             if regime_items:
@@ -252,8 +271,9 @@ def _toml(value: Any) -> str:
 @dataclass
 class CompareResult:
     """What a comparison found. `rows`: one per order (the final point averaged over seeds, the plateau
-    test, the goals); `runs`: every order's runs (one per seed, every curve point); `floor`: the FID
-    floor (None without FID); `tokenizers`, `classifier`, `lr` (the rate each order trained at),
+    test, the goals, the paired intervals); `runs`: every order's runs (one per seed, every curve
+    point); `floor`: the FID floor (None without FID); `paired`: the classifier-FD floor and the
+    pairwise comparisons (`compare_paired.final_statistics`); `tokenizers`, `classifier`, `lr` (the rate each order trained at),
     `lr_sweep`; `timings`: wall-clock (load-dependent, kept apart). `to_json()` is comparison.json."""
 
     config: CompareConfig
@@ -268,8 +288,10 @@ class CompareResult:
     device: str
     threads: int
     test_split: dict | None = None  # where the test split came from (the dataset's own, or held out)
+    paired: dict[str, Any] = field(default_factory=dict)  # compare_paired.final_statistics: floor, pairwise, scope
     timings: dict[str, list[dict]] = field(default_factory=dict)
     sweep_timings: dict[str, Any] = field(default_factory=dict)
+    stats_seconds: float = 0.0  # the paired statistics in the main process
     total_seconds: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
@@ -283,13 +305,18 @@ class CompareResult:
             "evaluation": {"n": c.n, "class_balanced": True, "ref_n": c.ref_n, "extractor": None if c.no_fid else c.extractor,
                            "fid_points": None if c.no_fid else c.fid_points,
                            "heldout_images": self.heldout_images, "heldout_split": "class-balanced, seeded (genorder.subsets.disjoint_subsets)",
-                           "test_split": self.test_split},
+                           "test_split": self.test_split,
+                           "final_n": c.final_n, "fid_n": c.fid_n, "boot_reps": c.regime.evaluation.boot_reps,
+                           "design": _design(c)},
             "classifier": {"test_accuracy": self.classifier["test_accuracy"], "dataset_hash": self.classifier["dataset_hash"]},
             "fid_floor": self.floor,
             "tokenizers": self.tokenizers,
             "tokenizer_budget": {"steps": c.regime.tokenizer.steps, "minutes": c.tokenizer_minutes, **_tok_train(c)},
             "lr_sweep": self.lr_sweep or None,
             "rows": self.rows,
+            "classifier_fd_floor": self.paired.get("classifier_fd_floor"),
+            "pairwise": self.paired.get("pairwise", []),
+            "pairwise_scope": {"verdict_scope": self.paired.get("verdict_scope"), "note": self.paired.get("note")},
             "runs": self.runs,
             "regime": c.regime.resolved(),
         }  # fmt: skip
@@ -298,6 +325,7 @@ class CompareResult:
         return {
             "note": "wall-clock seconds: they depend on the machine and its load, so they live apart from comparison.json",
             "total_seconds": self.total_seconds, "runs": self.timings, "lr_sweep": self.sweep_timings,
+            "paired_statistics_seconds": self.stats_seconds,
             "classifier_reused": self.classifier["reused"], "classifier_path": self.classifier["path"],  # machine-specific
         }  # fmt: skip
 
@@ -313,7 +341,7 @@ class CompareResult:
         out.mkdir(parents=True, exist_ok=True)
         names = c.orders
         png = side_by_side([str(c.out / nm / f"seed{c.seeds[0]}" / "samples.png") for nm in names], names, out / "comparison.png")
-        curves = _curves_png(names, self.runs, self.timings, self.floor, out / "comparison_curves.png", c.depth, c.dataset, c.n)
+        curves = _curves_png(names, self.runs, self.timings, self.floor, out / "comparison_curves.png", c.depth, c.dataset, c.fid_n)
         loss_png = line_plot(
             {f"{nm} s{r['seed']}": [(p["images"], p["heldout_loss"]) for p in r["points"]] for nm in names for r in self.runs[nm]},
             out / "heldout_loss.png", f"held-out token loss ({self.heldout_images} test images), depth {c.depth}, {c.dataset}",
@@ -322,6 +350,13 @@ class CompareResult:
         write_json(out / "comparison.json", self.to_json())
         write_json(out / "comparison_timings.json", self.timings_json())
         return [Path(png), Path(curves), Path(loss_png), out / "comparison.json", out / "comparison_timings.json"]
+
+
+def _design(c: CompareConfig) -> dict:
+    from genorder.experiments import compare_paired as cp
+
+    return {"labels": "i mod K", "sample_seeds": f"genorder.paired.sample_seed({cp.DESIGN_SEED}, i)", "seed": cp.DESIGN_SEED,
+            "block": cp.BLOCK, "same_for": "every order and seed"}  # fmt: skip
 
 
 def _model_sections(c: CompareConfig) -> dict:
@@ -447,7 +482,11 @@ def run_compare(config: CompareConfig, executor=None, progress: Progress | None 
             f"{' (wall-clock: load-dependent)' if c.load_dependent else ''} · seeds {seed_list} · {n_points} points · "
             f"device {dev} · {describe} · regime {c.regime.name}")  # fmt: skip
 
-    # 1. the jobs: classifier, FID references and tokenizers first, then one training job per order
+    if len(seed_list) * c.final_n > len(train_ds):  # the classifier FD's floor: that many train images
+        raise UserError(f"the classifier FD pools {len(seed_list)} seeds x evaluation.final_n = {c.final_n} samples and its floor "
+                        f"needs as many train images; the split has {len(train_ds)}: lower --final-n")  # fmt: skip
+
+    # 1. the jobs: classifier, FD references and tokenizers first, then one training job per order
     #    and seed, then one scoring job per run (results do not depend on the executor)
     from genorder import metrics as _metrics
 
@@ -459,7 +498,7 @@ def run_compare(config: CompareConfig, executor=None, progress: Progress | None 
     run_cost: dict[str, float] = {}  # tokens per image of each order's tokenizer: the longest runs start first
     pre: list = [Job("classifier", cj.classifier_job, (dataset, dev_s, clf_root, c.image_size), cost=150.0)]
     if not c.no_fid:
-        pre.append(Job("fid-reference", cj.fid_reference_job, (dataset, n, ref, c.extractor, dev_s, str(c.fid_cache) if c.fid_cache else None,
+        pre.append(Job("fid-reference", cj.fid_reference_job, (dataset, c.fid_n, ref, c.extractor, dev_s, str(c.fid_cache) if c.fid_cache else None,
                                                                 c.image_size), cost=100.0))  # fmt: skip
     for nm in names:
         spec = _tokenizer_for(order_objs[nm], c.tokenizer) or c.regime.tokenizer.presets.get(order_objs[nm].tokenizer_kind)
@@ -473,12 +512,14 @@ def run_compare(config: CompareConfig, executor=None, progress: Progress | None 
     threads_now = torch.get_num_threads()
     base_key = {"dataset": dataset_fingerprint(train_ds), "depth": depth, "batch_size": batch_size, "sections": sections, "schedule": schedule,
                 "cooldown": cooldown, "sampler": sampler_opts, "threads": threads_now, "image_size": c.image_size}  # fmt: skip
-    score_key = {"n": n, "extractor": None if c.no_fid else c.extractor, "fid_points": fid_points, "ref_n": ref,
+    score_key = {"n": n, "final_n": c.final_n, "fid_n": c.fid_n, "design": _design(c), "extractor": None if c.no_fid else c.extractor, "fid_points": fid_points, "ref_n": ref,
                  "classifier": cache_key(clf_hash, ClassifierConfig()), "heldout_n": held}  # fmt: skip
     common = {"dataset": dataset, "depth": depth, "batch_size": batch_size, "sections": sections, "sampler_opts": sampler_opts, "schedule": schedule, "cooldown": cooldown,
               "per_class": c.per_class, "image_size": c.image_size, "device": dev_s, "heldout_n": held, "n": n, "ref_n": ref,
+              "final_n": c.final_n, "fid_n": c.fid_n,
               "extractor": None if c.no_fid else c.extractor, "fid_points": fid_points, "score_key": score_key,
               "fid_cache": str(c.fid_cache) if c.fid_cache else None, "classifier_cache": clf_root}  # fmt: skip
+    pre.append(Job("classifier-floor", cj.classifier_floor_job, (common, len(seed_list) * c.final_n), deps=("classifier",), cost=50.0))
 
     if c.estimate and not c.load_dependent:
         from genorder.experiments.compare_estimate import check_compare, estimate_compare
@@ -506,7 +547,7 @@ def run_compare(config: CompareConfig, executor=None, progress: Progress | None 
         message(f"classifier {clf['path']} ({'cached' if clf['reused'] else 'trained'}): {100 * clf['test_accuracy']:.1f}% on the test split")
         if done.get("fid-reference"):
             fl = done["fid-reference"]
-            message(f"FID floor (real train vs real test) at n = {n}: {fl['fid_floor']:.2f} (reference: {fl['ref_n']} test images)")
+            message(f"FID floor (real train vs real test) at n = {c.fid_n}: {fl['fid_floor']:.2f} (reference: {fl['ref_n']} test images)")
         for tok_key in dict.fromkeys(order_tok.values()):
             t = done[f"tokenizer:{tok_key}"]
             psnr = "?" if t["psnr"] is None else f"{t['psnr']:.2f}"
@@ -534,6 +575,12 @@ def run_compare(config: CompareConfig, executor=None, progress: Progress | None 
             if score:
                 deps = (name, "classifier", *(("fid-reference",) if not c.no_fid else ())) if first else (name,)
                 jobs.append(Job(f"score:{nm}:{seed}", cj.score_job, (spec, Result(name), dep("classifier")), deps=deps, cost=1.0))
+        if score:  # per order, once its seeds are scored: the pooled classifier FD and the FD's bootstrap
+            for nm in dict.fromkeys(r[0] for r in runs):
+                mine = [r for r in runs if r[0] == nm]
+                scores = tuple(f"score:{nm}:{r[1]}" for r in mine)
+                jobs.append(Job(f"paired:{nm}", cj.order_stats_job, (common, [str(r[4]) for r in mine], [Result(j) for j in scores],
+                                                                     c.regime.evaluation.boot_reps), deps=scores, cost=1.0))  # fmt: skip
         done = run_phase(jobs, label)
         if first:
             pre_done.update({j.name: done[j.name] for j in pre})
@@ -592,7 +639,27 @@ def run_compare(config: CompareConfig, executor=None, progress: Progress | None 
         results.setdefault(nm, []).append(res)
         timings.setdefault(nm, []).append(tim)
 
-    # 4. sampling speed (seed 0 of each order; load-dependent)
+    # 4. the paired statistics at the last point: per order (two-level and samples-only intervals,
+    #    per-class accuracy, classifier FD against the floor) and per pair of orders
+    from genorder.experiments import compare_paired as cp
+
+    t_stats = time.perf_counter()
+    last: dict[str, list[tuple[Path, int]]] = {nm: [] for nm in names}  # (run dir, last step) per seed
+    for nm, _, _, _, run_dir, _ in runs:
+        last[nm].append((run_dir, results[nm][len(last[nm])]["points"][-1]["step"]))
+    labels_N, correct, _ = cp.load_correct(names, last)
+    paired = cp.final_statistics(names, labels_N, correct, {nm: got[f"paired:{nm}"] for nm in names}, pre_done["classifier-floor"],
+                                 num_classes=train_ds.num_classes)  # fmt: skip
+    for nm in names:
+        o = paired["orders"][nm]
+        ca, fd = o["class_acc"], o["classifier_fd"]
+        message(f"{nm}: class acc {100 * ca['seeds']['estimate']:.1f}% [seeds x samples {100 * ca['seeds']['lo']:.1f}, "
+                f"{100 * ca['seeds']['hi']:.1f}; samples only {100 * ca['samples']['lo']:.1f}, {100 * ca['samples']['hi']:.1f}; "
+                f"{ca['dominant']} dominate] · classifier FD {fd['fd']:.3f} at n = {fd['n']} "
+                f"(floor {paired['classifier_fd_floor']['fd']:.3f})")  # fmt: skip
+    stats_seconds = time.perf_counter() - t_stats
+
+    # 5. sampling speed (seed 0 of each order; load-dependent)
     for nm in names:
         r = load_run(out / nm / f"seed{seed_list[0]}", dev)
         labels = class_balanced_labels(r.model.num_classes, 2 * r.model.num_classes)
@@ -602,14 +669,17 @@ def run_compare(config: CompareConfig, executor=None, progress: Progress | None 
         results[nm][0]["gen_steps"] = r.order.num_steps(r.order.layout(r.tokenizer))
 
     return CompareResult(
-        config=c, rows=summarise(names, results, floor), runs=results, floor=floor, tokenizers=tokenizers,
+        config=c, rows=summarise(names, results, floor, paired), runs=results, paired=paired, floor=floor, tokenizers=tokenizers,
         classifier=clf_info, lr=lr_by_order, lr_sweep=sweep or None, heldout_images=held, device=dev.type, test_split=split or None,
-        threads=threads_now, timings=timings, sweep_timings=sweep_timings, total_seconds=time.perf_counter() - t_start,
+        threads=threads_now, timings=timings, sweep_timings=sweep_timings, stats_seconds=stats_seconds,
+        total_seconds=time.perf_counter() - t_start,
     )  # fmt: skip
 
 
-def summarise(names: list[str], results: dict[str, list[dict]], floor: dict | None) -> list[dict]:
-    """One row per order: the final point averaged over seeds, the plateau test, the goals.
+def summarise(names: list[str], results: dict[str, list[dict]], floor: dict | None, paired: dict | None = None) -> list[dict]:
+    """One row per order: the final point averaged over seeds, the plateau test, the goals, and
+    (with `paired`, `compare_paired.final_statistics`) the class accuracy's two-level and
+    samples-only intervals, the per-class accuracy and the classifier-feature FD.
 
     The plateau test runs on the order's held-out loss curve, the mean over seeds at each point (the
     line the bands of heldout_loss.png are drawn around); each seed's own value is kept beside it."""
@@ -632,6 +702,9 @@ def summarise(names: list[str], results: dict[str, list[dict]], floor: dict | No
             "last_20pct_improvement_per_seed": [f["improvement"] for f in flat],
             "class_acc": acc[0], "class_acc_per_seed": [p["class_acc"] for p in finals],
         }  # fmt: skip
+        if paired is not None:
+            o = paired["orders"][nm]
+            row.update(class_acc_interval=o["class_acc"], per_class_acc=o["per_class_acc"], classifier_fd=o["classifier_fd"])
         row["flattened"] = row["last_20pct_improvement"] is not None and row["last_20pct_improvement"] < 0.02
         row["goal_class_acc_70"] = acc[0] is not None and acc[0] >= 0.70
         if "fid" in finals[0]:

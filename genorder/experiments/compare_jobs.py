@@ -9,8 +9,12 @@ record. The split that lets the two cores of a small machine both work from the 
   tokenizer:KEY   one tokenizer (content-keyed cache)                    no dependency
   train:ORDER:S   one order and seed, weights saved at each evaluation  needs its tokenizer
                   point under RUN/points/ (training never waits on the classifier)
-  score:ORDER:S   every point: held-out loss, samples, class accuracy,  needs the run, the
-                  FID at the points asked for                           classifier and references
+  score:ORDER:S   every point: held-out loss, the paired design's       needs the run, the
+                  samples scored (per sample, RUN/paired/), FID at the   classifier and references
+                  points asked for
+  classifier-floor  the classifier FD's floor at seeds x final_n          needs the classifier
+  paired:ORDER    one order's pooled classifier FD / precision-recall,   needs its score jobs
+                  the per-seed FD's bootstrap replicates
 
 Nothing here prints: the main process reports each job as it ends.
 """
@@ -291,16 +295,21 @@ def _heldout_on_tune_split(run_dir: Path, job: dict) -> float:
 
 
 def score_job(job: dict, trained: dict, classifier_info: dict) -> dict:
-    """Score every saved point of one run: held-out loss on `heldout_subset(job, 0)`,
-    `n` class-balanced samples (seed 0) scored by the classifier, and FID / KID / precision-recall
-    at every point (`fid_points` "all") or at the last one ("last"). Reuses the record whose key
-    (the training key plus everything the scoring depends on) matches.
+    """Score every saved point of one run: held-out loss on `heldout_subset(job, 0)`; the
+    paired design (`compare_paired`: the same labels and per-sample seeds for every order and seed)
+    of `n` samples, `final_n` at the last point, scored by the classifier (per-sample results
+    written to RUN/paired/, with the features at the last point); and FID / KID /
+    precision-recall on `fid_n` class-balanced samples (seed 0) at every point (`fid_points`
+    "all") or at the last one ("last"). Reuses the record whose key (the training key plus
+    everything the scoring depends on) matches.
 
     Returns {"points": [...], "timings": [...], "reused"}."""
     from genorder import metrics
     from genorder.checkpoint import load_checkpoint
     from genorder.classifier import load_or_train_classifier
-    from genorder.quality import CheckpointProbe
+    from genorder.experiments import compare_paired as cp
+    from genorder.heldout import heldout_loss
+    from genorder.quality import CheckpointProbe, PairedProbe
     from genorder.runs import load_run, write_json
     from genorder.training_run import make_sampler
 
@@ -308,7 +317,9 @@ def score_job(job: dict, trained: dict, classifier_info: dict) -> dict:
     key = json.dumps({"train": trained["key"], "score": job["score_key"], "classifier": [classifier_info["dataset_hash"], classifier_info["test_accuracy"]]}, sort_keys=True)
     rec_path = run_dir / "compare_score.json"
     rec = _read(rec_path, key)
-    if rec is not None and trained["reused"]:  # a retrained run is rescored
+    saved = trained["result"]["saved_points"]
+    have_files = all(cp.paired_path(run_dir, sp["step"]).is_file() for sp in saved)
+    if rec is not None and trained["reused"] and have_files:  # a retrained run is rescored
         return {"points": rec["points"], "timings": rec["timings"], "reused": True}
     dev = torch.device(job["device"])
     classifier, _ = load_or_train_classifier(job["dataset"], device=dev, cache_root=job["classifier_cache"],
@@ -320,17 +331,56 @@ def score_job(job: dict, trained: dict, classifier_info: dict) -> dict:
                                                 job["fid_cache"], module=ext, image_size=job["image_size"])  # fmt: skip
     held_images, held_labels = heldout_subset(job, 0)
     sampler = make_sampler(job["sections"], **job["sampler_opts"])
-    with_fid = CheckpointProbe(classifier, real_MD, ext, held_images, held_labels, sampler, n=job["n"], seed=0)
-    no_fid = CheckpointProbe(classifier, None, None, held_images, held_labels, sampler, n=job["n"], seed=0)
+    with_fid = CheckpointProbe(classifier, real_MD, ext, held_images, held_labels, sampler, n=job["fid_n"], seed=0)
     r = load_run(run_dir, dev)
-    saved = trained["result"]["saved_points"]
     points, timings = [], []
     for i, sp in enumerate(saved):
         state, _ = load_checkpoint(run_dir / POINTS / f"step-{sp['step']:07d}")
         r.model.load_state_dict(state)
-        probe = with_fid if (job["fid_points"] == "all" or i == len(saved) - 1) else no_fid
-        point, secs = probe(r.order, r.tokenizer, r.model)
-        points.append({**sp, **point})
-        timings.append({"step": sp["step"], "sample_seconds": secs["sample"], "score_seconds": secs["score"]})
+        last = i == len(saved) - 1
+        t0 = time.perf_counter()
+        if job["extractor"] is not None and (job["fid_points"] == "all" or last):
+            fid_point, _ = with_fid(r.order, r.tokenizer, r.model)
+            point = {k: v for k, v in fid_point.items() if k != "class_acc"}  # class accuracy: the paired design's
+        else:
+            was = r.model.training
+            r.model.eval()
+            point = {"heldout_loss": heldout_loss(r.order, r.tokenizer, r.model, held_images, held_labels)}
+            r.model.train(was)
+        heldout_fid_s = time.perf_counter() - t0
+        probe = PairedProbe(classifier, None, None, sampler, n=job["final_n"] if last else job["n"], seed=cp.DESIGN_SEED,
+                            block=cp.BLOCK)  # fmt: skip
+        paired = probe(r.order, r.tokenizer, r.model)
+        cp.save_paired(cp.paired_path(run_dir, sp["step"]), paired, with_features=last)
+        points.append({**sp, **point, **cp.point_summary(paired, r.model.num_classes)})
+        timings.append({"step": sp["step"], "sample_seconds": paired.seconds["sample"], "score_seconds": paired.seconds["score"],
+                        "heldout_fid_seconds": heldout_fid_s})  # fmt: skip
     write_json(rec_path, {"key": key, "points": points, "timings": timings})
     return {"points": points, "timings": timings, "reused": False}
+
+
+def classifier_floor_job(job: dict, n: int) -> dict:
+    """The classifier FD's real-against-real floor at the pooled n (`n` = seeds x final_n): a seeded
+    class-balanced n of the train images against the test split, in the classifier's features. Runs beside the
+    training (it needs the classifier only)."""
+    from genorder.classifier import load_or_train_classifier
+    from genorder.classifier_fd import classifier_floor
+    from genorder.data import load_dataset
+    from genorder.experiments import compare_paired as cp
+
+    classifier, _ = load_or_train_classifier(job["dataset"], device=torch.device(job["device"]), cache_root=job["classifier_cache"],
+                                             image_size=job["image_size"])  # fmt: skip
+    train = load_dataset(job["dataset"], "train", image_size=job["image_size"])
+    return classifier_floor(classifier, train.images, cp.reference(classifier, _test_split(job).images), n, labels=train.labels)
+
+
+def order_stats_job(job: dict, run_dirs: list[str], scored: list[dict], reps: int) -> dict:
+    """One order's last point over its seeds (`run_dirs`, the score jobs' records `scored` in the
+    same order): `compare_paired.order_statistics` of the features the score jobs wrote."""
+    from genorder.classifier import load_or_train_classifier
+    from genorder.experiments import compare_paired as cp
+
+    classifier, _ = load_or_train_classifier(job["dataset"], device=torch.device(job["device"]), cache_root=job["classifier_cache"],
+                                             image_size=job["image_size"])  # fmt: skip
+    feats = [cp.load_paired(cp.paired_path(Path(d), rec["points"][-1]["step"]))["features"] for d, rec in zip(run_dirs, scored, strict=True)]
+    return cp.order_statistics(feats, cp.reference(classifier, _test_split(job).images), reps=reps)

@@ -2,6 +2,11 @@
 by the code before `genorder.experiments` existed (issue 21), so that tests can show the library
 gives the same document, byte for byte, on the machine that made it.
 
+Issue 22 added `--final-n 16 --fid-n 8` (flags the old code did not have): the paired design's size
+at the last point, and the Inception FID's n kept at the old `--n 8`, so every field the old code
+wrote with the same meaning (held-out losses, FID, tokenizers, lr, ...) keeps its old value.
+compare_golden_balanced.json is the whole document (without "regime") the current code writes.
+
     python tests/data/compare_golden.py DIR [GENORDER]   # writes DIR/shapes.npz, runs compare in DIR
 """
 
@@ -14,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 ARGS = ["compare", "--dataset", "npz:shapes.npz", "--tokenizer", "msvq-tiny,vq-tiny", "--tokenizer-steps", "2",
-        "--depth", "1", "--steps", "4", "--batch-size", "8", "--points", "2", "--n", "8", "--ref-n", "16",
+        "--depth", "1", "--steps", "4", "--batch-size", "8", "--points", "2", "--n", "8", "--final-n", "16", "--fid-n", "8", "--ref-n", "16",
         "--seeds", "0,1", "--extractor", "genorder-tiny-random", "--fid-cache", "fid", "--per-class", "1",
         "--workers", "1", "--threads", "1", "--device", "cpu", "--out", "out"]  # fmt: skip
 
