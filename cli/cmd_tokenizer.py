@@ -12,6 +12,7 @@ from rich.table import Table
 
 from genorder.data import load_dataset
 from genorder.errors import UserError
+from genorder.regime import tokenizer_regime
 from genorder.registry import registry
 from genorder.tokenizer_run import (  # noqa: F401 - the library's, re-exported
     DEFAULT_BUDGET,
@@ -78,11 +79,11 @@ def train_tokenizer_cmd(
     dataset: Annotated[str, Opt(help="fashion-mnist, shapes, imagefolder:PATH or npz:PATH")] = DEFAULT_DATASET,
     holdout: HoldoutOpt = None,
     out: Annotated[Optional[Path], Opt(help="output directory (default runs/tokenizer-<preset>)")] = None,
-    steps: Annotated[Optional[int], Opt(help="budget: optimizer steps (with no budget given: 300 steps)")] = None,
+    steps: Annotated[Optional[int], Opt(help="budget: optimizer steps (with no budget given: the regime's tokenizer.steps, 300 on a CPU, 3000 on a GPU)")] = None,
     images: Annotated[Optional[int], Opt(help="budget: training images seen")] = None,
     minutes: Annotated[Optional[float], Opt(help="budget: wall-clock minutes (load-dependent: where it stops depends on the machine's load; never a default)")] = None,
-    batch_size: Annotated[Optional[int], Opt(help="images per step (default 32)")] = None,
-    lr: Annotated[Optional[float], Opt(help="peak learning rate (default 3e-4)")] = None,
+    batch_size: Annotated[Optional[int], Opt(help="images per step (default: the regime's tokenizer.batch_size, 32)")] = None,
+    lr: Annotated[Optional[float], Opt(help="peak learning rate (default: the regime's tokenizer.lr, 2e-3 on a CPU, 3e-4 on a GPU: what compare and train use)")] = None,
     gan: Annotated[Optional[bool], Opt("--gan/--no-gan", help="add a PatchGAN loss after train.gan_start steps (default off; tokenizers with a gan option)")] = None,
     seed: Annotated[Optional[int], Opt(help="seed of the initialisation and the data order")] = None,
     image_size: ImageSizeOpt = None,
@@ -104,7 +105,14 @@ def train_tokenizer_cmd(
     budget = {"steps": steps, "images": images, "minutes": minutes}
     budget = {k: v for k, v in budget.items() if v is not None} or None
     ds_spec = sections.get("data", {}).get("name", dataset) if dataset == DEFAULT_DATASET else dataset
-    train_opts = {"batch_size": batch_size, "lr": lr, "seed": seed}
+    # the regime's tokenizer budget, lr and batch where nothing is given: the tokenizer compare and
+    # train would train (and find in the content-keyed cache)
+    reg = tokenizer_regime(device)
+    given = sections.get("train", {})
+    if budget is None and not sections.get("budget") and "budget" not in given:
+        budget = {"steps": reg.steps}
+    train_opts = {"batch_size": batch_size if batch_size is not None or "batch_size" in given else reg.batch_size,
+                  "lr": lr if lr is not None or "lr" in given else reg.lr, "seed": seed}  # fmt: skip
     if gan is not None:
         train_opts["gan"] = gan
     with ExitStack() as stack:

@@ -62,7 +62,7 @@ def train(
     holdout: HoldoutOpt = None,
     tokenizer: TokenizerOpt = None,
     image_size: ImageSizeOpt = None,
-    tokenizer_steps: Annotated[int, Opt(help="steps when a tokenizer has to be trained first")] = 300,
+    tokenizer_steps: Annotated[Optional[int], Opt(help="steps when a tokenizer has to be trained first (default: the regime's tokenizer.steps, at its tokenizer.lr and batch, as compare trains it)")] = None,
     tokenizer_minutes: Annotated[Optional[float], Opt(help="cap, in minutes, on that tokenizer training")] = None,
     steps: Annotated[Optional[int], Opt(help="budget: optimizer steps (default: the regime's train.steps, when no budget is given)")] = None,
     images: Annotated[Optional[int], Opt(help="budget: training images seen")] = None,
@@ -107,8 +107,9 @@ def train(
     stack = ExitStack()
     try:
         summary = train_run(
-            order, out, dataset_spec=dataset, tokenizer_spec=tokenizer, tokenizer_steps=tokenizer_steps,
-            tokenizer_minutes=tokenizer_minutes, depth=d,
+            order, out, dataset_spec=dataset, tokenizer_spec=tokenizer,
+            tokenizer_steps=tokenizer_steps if tokenizer_steps is not None else defaults.tokenizer_steps,
+            tokenizer_minutes=tokenizer_minutes, tokenizer_train_opts=defaults.tokenizer_train, depth=d,
             budget=budget, sections=sections, backbone_opts={"adaln": adaln, "qk_norm": qk_norm, **defaults.backbone_opts},
             train_opts={"batch_size": batch_size, "lr": lr, "seed": seed, "device": device,
                         "checkpoint_every": checkpoint_every, **defaults.train_opts,

@@ -153,6 +153,14 @@ def default_regime_name(device_type: str) -> str:
     return "gpu" if device_type == "cuda" else "cpu"
 
 
+def tokenizer_regime(device: str | None = None) -> TokenizerRegime:
+    """The tokenizer budget, lr and batch of the default regime for `device` (None: auto): what
+    `train-tokenizer`, `train` and `compare` train a tokenizer preset with when nothing is given."""
+    from genorder.trainer import resolve_device
+
+    return load_regime(default_regime_name(resolve_device(device or "auto").type)).tokenizer
+
+
 # -- `--set`: regime keys and component keys ---------------------------------------------------------
 # The rule: a key the regime file defines sets the regime: every key of [lr] and [evaluation], and
 # backbone.depth, backbone.width_per_depth, train.steps, train.batch_size, train.schedule,

@@ -140,6 +140,7 @@ def train_run(
     tokenizer_spec: str | None = None,
     tokenizer_steps: int = 300,
     tokenizer_minutes: float | None = None,
+    tokenizer_train_opts: dict | None = None,
     depth: int | None = None,
     budget: dict | None = None,
     sections: dict | None = None,
@@ -204,7 +205,7 @@ def train_run(
         return _train_locked(
             order_name, order, out, lock, w, device, bb, bud, tcfg, sampler, dataset_spec=dataset_spec,
             tokenizer_spec=tokenizer_spec, tokenizer_steps=tokenizer_steps, tokenizer_minutes=tokenizer_minutes,
-            resume=resume, samples_per_class=samples_per_class, quiet=quiet, resume_hint=resume_hint,
+            tokenizer_train_opts=tokenizer_train_opts, resume=resume, samples_per_class=samples_per_class, quiet=quiet, resume_hint=resume_hint,
             image_size=image_size, tokenizer_options=tok_opts, on_step=on_step, force=force,
             say=(lambda text: None) if quiet or on_message is None else on_message,
             progress=(lambda *a: None) if quiet or on_progress is None else on_progress,
@@ -215,7 +216,8 @@ def train_run(
 
 def _train_locked(order_name, order, out: Path, lock: RunLock, w, device, bb, bud, tcfg, sampler, *, dataset_spec,
                   tokenizer_spec, tokenizer_steps, tokenizer_minutes, resume, samples_per_class, quiet,
-                  resume_hint, image_size=None, tokenizer_options=None, on_step=None, force=False, say, progress) -> dict:  # fmt: skip
+                  resume_hint, image_size=None, tokenizer_options=None, on_step=None, force=False, say, progress,
+                  tokenizer_train_opts=None) -> dict:  # fmt: skip
     ds = load_dataset(dataset_spec, "train", image_size=image_size)
     given_spec, dataset_spec = dataset_spec, absolute_dataset_spec(dataset_spec)  # runs record the absolute one
     found = None
@@ -236,7 +238,7 @@ def _train_locked(order_name, order, out: Path, lock: RunLock, w, device, bb, bu
             )
         if tokenizer_spec is not None:
             given, _ = _resolve_tokenizer(tokenizer_spec, order, given_spec, ds, device, tokenizer_steps,
-                                         tokenizer_minutes, may_train=False)  # fmt: skip
+                                         tokenizer_minutes, may_train=False, train_opts=tokenizer_train_opts)  # fmt: skip
             if tokenizer_hash(given) != tokenizer_hash(tokenizer):
                 raise UserError(
                     f"--resume: --tokenizer {tokenizer_spec} is not the tokenizer {out} was trained with "
@@ -246,7 +248,7 @@ def _train_locked(order_name, order, out: Path, lock: RunLock, w, device, bb, bu
     else:
         tokenizer, tok_stem = _resolve_tokenizer(
             tokenizer_spec, order, given_spec, ds, device, tokenizer_steps, tokenizer_minutes, may_train=w.size == 1,
-            options=tokenizer_options, quiet=quiet, on_message=say, on_progress=progress,
+            options=tokenizer_options, train_opts=tokenizer_train_opts, quiet=quiet, on_message=say, on_progress=progress,
         )
         tok_name = read_meta(tok_stem).get("name", "?")
     if tokenizer.channels != ds.channels or tokenizer.image_size != ds.image_size:
@@ -369,6 +371,8 @@ class TrainDefaults:
     backbone_opts: dict
     train_opts: dict
     notice: str | None  # a one-line note when the order's rate is the regime's default
+    tokenizer_steps: int = 300  # a tokenizer trained first: the regime's budget, lr and batch
+    tokenizer_train: dict | None = None  # (the same as compare's, so both share the cached tokenizer)
 
 
 def regime_defaults(order: str, regime: str | Path | None, device_type: str, sections: dict, *,
@@ -397,4 +401,6 @@ def regime_defaults(order: str, regime: str | Path | None, device_type: str, sec
         if where == "default":
             notice = (f"note: regime {reg.name} has no learning rate for {order}: it trains at the regime's default "
                       f"{rate:g}; `genorder compare --orders {order} --tune-lr` finds its own (or pass --lr)")  # fmt: skip
-    return TrainDefaults(depth=d, steps=reg.train.steps, backbone_opts=backbone_opts, train_opts=train_opts, notice=notice)
+    return TrainDefaults(depth=d, steps=reg.train.steps, backbone_opts=backbone_opts, train_opts=train_opts, notice=notice,
+                         tokenizer_steps=reg.tokenizer.steps,
+                         tokenizer_train={"lr": reg.tokenizer.lr, "batch_size": reg.tokenizer.batch_size})  # fmt: skip

@@ -47,3 +47,31 @@ def test_train_cli_records_the_regime_defaults(tmp_path, monkeypatch):
     ident = read_meta(tmp_path / "run" / "model")["identity"]
     assert ident["backbone"]["depth"] == 2 and ident["backbone"]["width"] == 64
     assert ident["train"]["lr"] == 1.6e-2 and ident["train"]["schedule"] == "wsd" and ident["train"]["batch_size"] == 8
+
+
+def test_a_tokenizer_is_trained_as_the_regime_says_wherever_it_is_trained(tmp_path, monkeypatch):
+    """`train-tokenizer` and the tokenizer `train` trains first use the regime's tokenizer budget, lr
+    and batch (those compare uses), so `train` finds the tokenizer `train-tokenizer`'s settings
+    gave in the content-keyed cache; a flag still wins."""
+    import json
+
+    from genorder.tokenizer_run import TOKENIZER_CACHE
+
+    monkeypatch.chdir(tmp_path)
+    cpu = load_regime("cpu").tokenizer
+    assert regime_defaults("raster", None, "cpu", {}).tokenizer_train == {"lr": cpu.lr, "batch_size": cpu.batch_size}
+    assert regime_defaults("raster", None, "cpu", {}).tokenizer_steps == cpu.steps
+    data = shapes_npz(tmp_path / "shapes.npz")
+    with one_thread():
+        r = CliRunner().invoke(app, ["train-tokenizer", "--dataset", data, "--tokenizer", "vq-tiny", "--steps", "2", "--out", "tok"])
+        assert r.exit_code == 0, r.output
+        rec = json.loads((tmp_path / "tok" / "tokenizer.json").read_text())
+        assert json.dumps(rec).count(f'"lr": {cpu.lr}') >= 1  # the regime's rate, not the config's 3e-4
+        r = CliRunner().invoke(app, ["train", "--order", "raster", "--dataset", data, "--tokenizer", "vq-tiny", "--tokenizer-steps", "2",
+                                     "--depth", "1", "--steps", "1", "--batch-size", "8", "--out", "run"])  # fmt: skip
+        assert r.exit_code == 0, r.output
+        cached = [json.loads(p.read_text()) for p in (tmp_path / TOKENIZER_CACHE).glob("*/cache.json")]
+        assert len(cached) == 1 and json.dumps(cached[0]).count(f'"lr": {cpu.lr}') >= 1
+        r = CliRunner().invoke(app, ["train-tokenizer", "--dataset", data, "--tokenizer", "vq-tiny", "--steps", "2", "--lr", "1e-3",
+                                     "--out", "tok2"])  # fmt: skip
+        assert r.exit_code == 0 and '"lr": 0.001' in (tmp_path / "tok2" / "tokenizer.json").read_text()
