@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import hashlib
 import json
 import platform
 import shlex
@@ -179,14 +180,21 @@ def profile_order(order_name: str, dataset, args) -> dict:
         trainer.train_step(step["s"], step["s"] / trainer.cfg.budget.steps)
         step["s"] += 1
 
-    train_ms, train_rounds = time_rounds(train_once, args.warmup, args.steps, args.repeats)
-    with phase_hooks(trainer), profile(activities=[ProfilerActivity.CPU]) as prof:
-        t0 = time.perf_counter()
-        for _ in range(args.profile_steps):
-            train_once()
-        wall = (time.perf_counter() - t0) * 1e3 / args.profile_steps
-    train_phases = phase_shares(prof, wall, args.profile_steps)
-    train_top = top_ops(prof, args.top, args.profile_steps)
+    row: dict = {"order": order_name, "tokenizer": PRESETS[order.tokenizer_kind], "seq_len": model.seq_len,
+                 "gen_steps": order.num_steps(order.layout(tok))}  # fmt: skip
+    if "train" in args.parts:
+        train_ms, train_rounds = time_rounds(train_once, args.warmup, args.steps, args.repeats)
+        with phase_hooks(trainer), profile(activities=[ProfilerActivity.CPU]) as prof:
+            t0 = time.perf_counter()
+            for _ in range(args.profile_steps):
+                train_once()
+            wall = (time.perf_counter() - t0) * 1e3 / args.profile_steps
+        row.update({"train_ms_per_step": train_ms, "train_rounds_ms": train_rounds,
+                    "train_phases_ms": phase_shares(prof, wall, args.profile_steps), "train_profiled_wall_ms": wall,
+                    "train_top_ops": top_ops(prof, args.top, args.profile_steps),
+                    "train_losses": [m["loss"] for m in trainer.history]})  # fmt: skip
+    if "sample" not in args.parts:
+        return row
 
     model.eval()
     labels = class_balanced_labels(model.num_classes, args.block)
@@ -203,22 +211,19 @@ def profile_order(order_name: str, dataset, args) -> dict:
         swall = (time.perf_counter() - t0) * 1e3
     ops_ms = sum(e.self_cpu_time_total for e in sprof.key_averages()) / 1e3
     return {
-        "order": order_name, "tokenizer": PRESETS[order.tokenizer_kind], "seq_len": model.seq_len,
-        "gen_steps": order.num_steps(order.layout(tok)),
-        "train_ms_per_step": train_ms, "train_rounds_ms": train_rounds,
-        "train_phases_ms": train_phases, "train_profiled_wall_ms": wall, "train_top_ops": train_top,
-        "sample_block": args.block, "sample_ms_per_block": sample_ms, "sample_rounds_ms": sample_rounds,
+        **row, "sample_block": args.block, "sample_ms_per_block": sample_ms, "sample_rounds_ms": sample_rounds,
         "sample_ms_per_image": sample_ms / args.block,
         "sample_profiled_wall_ms": swall, "sample_ops_ms": ops_ms,
         "sample_other_ms": max(0.0, swall - ops_ms),
         "sample_top_ops": top_ops(sprof, args.top, 1),
-        "last_loss": trainer.history[-1]["loss"] if trainer.history else None,
+        "sample_sha256": hashlib.sha256(out["images"].numpy().tobytes()).hexdigest(),
     }  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--orders", default="next-scale,raster,maskgit")
+    ap.add_argument("--parts", default="train,sample", help="what to time: train, sample or both")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--steps", type=int, default=10, help="timed training steps per round")
@@ -249,9 +254,11 @@ def main(argv: list[str] | None = None) -> int:
         report["orders"].append(row)
         a.json.parent.mkdir(parents=True, exist_ok=True)
         a.json.write_text(json.dumps(report, indent=1) + "\n")
-        ph = ", ".join(f"{k} {v:.1f}" for k, v in row["train_phases_ms"].items())
-        print(f"{name}: train {row['train_ms_per_step']:.1f} ms/step ({ph}); "
-              f"sample {row['sample_ms_per_image']:.2f} ms/image", flush=True)  # fmt: skip
+        if "train_ms_per_step" in row:
+            ph = ", ".join(f"{k} {v:.1f}" for k, v in row["train_phases_ms"].items())
+            print(f"{name}: train {row['train_ms_per_step']:.1f} ms/step ({ph})", flush=True)
+        if "sample_ms_per_image" in row:
+            print(f"{name}: sample {row['sample_ms_per_image']:.2f} ms/image", flush=True)
     return 0
 
 
