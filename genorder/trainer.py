@@ -38,6 +38,7 @@ from genorder.errors import UserError
 from genorder.flops import train_flops_per_sample
 from genorder.fsdp import ParallelConfig, full_norm, wrap_for_training
 from genorder.order import IGNORE, Order
+from genorder.trainer_token_cache import TokenCache
 
 
 class TrainConfig(ComponentConfig):
@@ -203,6 +204,9 @@ class Trainer:
         self.history: list[dict] = []
         self.nonfinite = {"streak": 0, "total": 0}
         self.saved_step: int | None = None  # the step of the last checkpoint written or resumed
+        # on a CPU the tokenizer's encoder is a fifth of a small model's step: every image is encoded
+        # once per run (genorder.trainer_token_cache; its tokens do not depend on the batch they are encoded in)
+        self.token_cache = TokenCache(len(dataset)) if self.device.type == "cpu" else None
 
     # -- checkpoints --------------------------------------------------------------------------
     def _optim_state(self) -> tuple[dict[str, torch.Tensor], dict]:
@@ -285,22 +289,42 @@ class Trainer:
         return True
 
     # -- one step -----------------------------------------------------------------------------
-    def _batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _indices(self, step: int) -> torch.Tensor:
         idx = batch_indices(len(self.dataset), self.cfg.batch_size, self.cfg.seed, step)
-        idx = idx[self.world.rank :: self.world.size]  # this process's rows of the global batch
+        return idx[self.world.rank :: self.world.size]  # this process's rows of the global batch
+
+    def _items(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         items = [self.dataset[int(i)] for i in idx]
         images = torch.stack([im for im, _ in items]).to(self.device, non_blocking=True)
         labels = torch.tensor([lab for _, lab in items], dtype=torch.long, device=self.device)
         return images, labels
+
+    def _batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._items(self._indices(step))
+
+    def _tokens(self, step: int) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """The tokens (the tokenizer's maps, each (B, ...)) and labels (B,) of the batch at `step`:
+        from the token cache where it holds them (`genorder.trainer_token_cache`), else encoded."""
+        idx = self._indices(step)
+        cache = self.token_cache
+        if cache is not None and cache.enabled:
+            missing = cache.missing(idx)
+            if len(missing):
+                images, labels = self._items(missing)
+                with torch.no_grad():
+                    cache.put(missing, self.tokenizer.encode(images), labels)
+            if cache.enabled:
+                return cache.get(idx)
+        images, labels = self._items(idx)
+        with torch.no_grad():
+            return self.tokenizer.encode(images), labels
 
     def train_step(self, step: int, fraction: float | None = None) -> dict[str, float]:
         """One optimizer step; `fraction` of the budget spent sets the lr (default: this process's)."""
         cfg, model = self.cfg, self.model
         torch.manual_seed(cfg.seed * 7_919 + step)  # drop-path
         g = step_generator(cfg.seed, step)
-        images, labels = self._batch(step)
-        with torch.no_grad():
-            tokens = self.tokenizer.encode(images)
+        tokens, labels = self._tokens(step)
         if self.order.uses_training_progress:  # a declared capability (Order.set_training_progress)
             self.order.set_training_progress(self.tracker.fraction() if fraction is None else fraction)
         batch = self.order.training_batch(tokens, self.tokenizer, g)
