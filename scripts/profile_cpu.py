@@ -182,6 +182,13 @@ def profile_order(order_name: str, dataset, args) -> dict:
 
     row: dict = {"order": order_name, "tokenizer": PRESETS[order.tokenizer_kind], "seq_len": model.seq_len,
                  "gen_steps": order.num_steps(order.layout(tok))}  # fmt: skip
+    has_cache = getattr(trainer, "token_cache", None) is not None
+    if args.cache == "off" and has_cache:
+        trainer.token_cache = None
+    elif args.cache == "warm" and has_cache:  # the batches of every step timed below already encoded once
+        for s in range(args.warmup + args.steps * args.repeats + args.profile_steps):
+            trainer._tokens(s)
+    row["token_cache"] = args.cache if has_cache else "absent"
     if "train" in args.parts:
         train_ms, train_rounds = time_rounds(train_once, args.warmup, args.steps, args.repeats)
         with phase_hooks(trainer), profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -224,6 +231,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--orders", default="next-scale,raster,maskgit")
     ap.add_argument("--parts", default="train,sample", help="what to time: train, sample or both")
+    ap.add_argument("--cache", choices=["cold", "warm", "off"], default="cold",
+                    help="the trainer's token cache: empty (the first epoch), holding every timed batch (a later "
+                         "epoch or a cool-down branch), or off")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--steps", type=int, default=10, help="timed training steps per round")
