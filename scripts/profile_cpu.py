@@ -2,6 +2,7 @@
 
     python scripts/profile_cpu.py --json profile.json                    # next-scale, raster, maskgit
     python scripts/profile_cpu.py --orders raster --repeats 3 --json p.json
+    python scripts/profile_cpu.py --summarize a.json b.json --json docs/results/profile-cpu.json
 
 What it times is what the main job (`genorder compare`, docs/RESULTS.md §0.0) runs: the shared
 `Trainer.train_step` (batch of 64 Fashion-MNIST images -> tokenizer encode -> the order's training
@@ -227,8 +228,45 @@ def profile_order(order_name: str, dataset, args) -> dict:
     }  # fmt: skip
 
 
+METRICS = (("train_ms_per_step", "train ms/step"), ("sample_ms_per_image", "sample ms/image"))
+
+
+def summarize(paths: list[Path], out: Path) -> str:
+    """Several runs' JSONs -> one JSON (every run, and per label and order the median over the runs
+    of each run's figure) and its markdown table, columns in the order the labels first appear."""
+    runs = [json.loads(p.read_text()) for p in paths]
+    labels: list[str] = []
+    cells: dict[tuple[str, str, str], list[float]] = {}
+    for r in runs:
+        label = r.get("label") or "?"
+        labels += [label] if label not in labels else []
+        for row in r["orders"]:
+            for key, _ in METRICS:
+                if key in row:
+                    cells.setdefault((label, row["order"], key), []).append(row[key])
+    summary = {f"{lab}/{o}/{k}": {"median": statistics.median(v), "runs": v} for (lab, o, k), v in cells.items()}
+    orders = list(dict.fromkeys(row["order"] for r in runs for row in r["orders"]))
+    lines = ["| order | figure | " + " | ".join(labels) + " |", "|---|---|" + "---|" * len(labels)]
+    for o in orders:
+        for key, name in METRICS:
+            vals = [cells.get((lab, o, key)) for lab in labels]
+            if any(vals):
+                shown = [f"{statistics.median(v):.1f} ({', '.join(f'{x:.1f}' for x in v)})" if v else "" for v in vals]
+                lines.append(f"| {o} | {name} | " + " | ".join(shown) + " |")
+    table = "\n".join(lines)
+    meta = {k: runs[0].get(k) for k in ("cpu_model", "torch", "python", "threads")}
+    doc = {"genorder_profile_cpu_summary": 1, **meta, "runs": runs, "summary": summary, "table_md": table,
+           "note": "median over runs of each run's median of 3 rounds; the machine was shared with other jobs, so the "
+                   "times are upper bounds; results are deterministic on one machine but may differ across CPU models"}  # fmt: skip
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=1) + "\n")
+    return table
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--summarize", type=Path, nargs="+", default=None,
+                    help="combine these runs' JSONs into --json (medians per label and order) and print the table")
     ap.add_argument("--orders", default="next-scale,raster,maskgit")
     ap.add_argument("--parts", default="train,sample", help="what to time: train, sample or both")
     ap.add_argument("--cache", choices=["cold", "warm", "off"], default="cold",
@@ -246,6 +284,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--label", default=None, help="a name for this measurement (e.g. before / after)")
     ap.add_argument("--json", type=Path, required=True)
     a = ap.parse_args(argv)
+    if a.summarize:
+        print(summarize(a.summarize, a.json))
+        return 0
     torch.set_num_threads(a.threads)
     from genorder.data import load_dataset
 
