@@ -80,7 +80,7 @@ def phase_hooks(trainer):
 
         setattr(obj, name, wrapped)
 
-    wrap(trainer, "_batch", "phase:data")
+    wrap(trainer, "_items" if hasattr(trainer, "_items") else "_batch", "phase:data")  # the dataset reads
     wrap(trainer.tokenizer, "encode", "phase:tokenize")
     wrap(trainer.order, "training_batch", "phase:order")
     wrap(trainer, "net", "phase:forward")
