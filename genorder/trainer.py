@@ -38,7 +38,7 @@ from genorder.errors import UserError
 from genorder.flops import train_flops_per_sample
 from genorder.fsdp import ParallelConfig, full_norm, wrap_for_training
 from genorder.order import IGNORE, Order
-from genorder.trainer_token_cache import TokenCache
+from genorder.trainer_token_cache import TokenCache, cache_for
 
 
 class TrainConfig(ComponentConfig):
@@ -207,8 +207,8 @@ class Trainer:
         self.nonfinite = {"streak": 0, "total": 0}
         self.saved_step: int | None = None  # the step of the last checkpoint written or resumed
         # on a CPU the tokenizer's encoder is a fifth of a small model's step: every image is encoded
-        # once per run (genorder.trainer_token_cache; its tokens do not depend on the batch they are encoded in)
-        self.token_cache = TokenCache(len(dataset)) if self.device.type == "cpu" else None
+        # once per process (genorder.trainer_token_cache; its tokens do not depend on the batch they are encoded in)
+        self.token_cache: TokenCache | None = cache_for(tokenizer, dataset) if self.device.type == "cpu" else None
 
     # -- checkpoints --------------------------------------------------------------------------
     def _optim_state(self) -> tuple[dict[str, torch.Tensor], dict]:

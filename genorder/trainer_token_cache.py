@@ -12,6 +12,9 @@ tokens are those the full batch gives (`tests/test_trainer_token_cache.py` train
 the cache and compares every loss); the cached run is as deterministic as the uncached one, resumed
 or not (a resumed run starts with an empty cache and encodes again).
 
+Across runs: `cache_for` keeps one cache per (tokenizer weights, dataset content) in the process,
+so a worker that trains several runs with one tokenizer encodes the training set once.
+
 Memory: (N, L) int32 for N images of L tokens (Fashion-MNIST at 8x8 tokens over 6 scales: 31 MB);
 a table over `max_bytes` is not kept (`enabled` turns False and the trainer encodes every batch).
 """
@@ -19,6 +22,7 @@ a table over `max_bytes` is not kept (`enabled` turns False and the trainer enco
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 
 import torch
 
@@ -68,3 +72,31 @@ class TokenCache:
         rows_BL = self.table_NL[idx_B].to(self.dtype)
         maps = torch.split(rows_BL, self.sizes, dim=1)
         return [m.reshape(len(idx_B), *s).contiguous() for m, s in zip(maps, self.shapes)], self.labels_N[idx_B]
+
+
+# -- one cache per (tokenizer, dataset) in a process: the runs a worker trains one after another ------
+
+SHARED_ENTRIES = 2  # (tokenizer, dataset) pairs kept per process: compare's two tokenizers
+_shared: OrderedDict[tuple[str, str, str], TokenCache] = OrderedDict()
+
+
+def cache_for(tokenizer, dataset, max_bytes: int = DEFAULT_MAX_BYTES) -> TokenCache:
+    """The token cache of `tokenizer` on `dataset`. For an in-memory `ImageDataset` (its items are
+    its uint8 images as floats, and its labels) the cache is kept in this process under the content
+    hashes of the tokenizer's weights and of the dataset, so the next run of this worker process with
+    the same tokenizer and images (another seed or order of `genorder compare`) starts with every
+    token its predecessors encoded: the same tokens, since the weights are the same. Any other
+    dataset gets a cache of its own run."""
+    from genorder.data import ImageDataset
+    from genorder.hashing import dataset_fingerprint, tensors_fingerprint
+
+    if not isinstance(dataset, ImageDataset) or type(dataset).__getitem__ is not ImageDataset.__getitem__:
+        return TokenCache(len(dataset), max_bytes)
+    key = (type(tokenizer).__qualname__, tensors_fingerprint(tokenizer.state_dict()), dataset_fingerprint(dataset))
+    cache = _shared.get(key)
+    if cache is None or cache.n != len(dataset) or cache.max_bytes != max_bytes:
+        cache = _shared[key] = TokenCache(len(dataset), max_bytes)
+    _shared.move_to_end(key)
+    while len(_shared) > SHARED_ENTRIES:
+        _shared.popitem(last=False)
+    return cache

@@ -186,6 +186,10 @@ def profile_order(order_name: str, dataset, args) -> dict:
     has_cache = getattr(trainer, "token_cache", None) is not None
     if args.cache == "off" and has_cache:
         trainer.token_cache = None
+    elif args.cache == "cold" and has_cache:  # empty, not the one a previous order's run filled in this process
+        from genorder.trainer_token_cache import TokenCache
+
+        trainer.token_cache = TokenCache(len(dataset))
     elif args.cache == "warm" and has_cache:  # the batches of every step timed below already encoded once
         for s in range(args.warmup + args.steps * args.repeats + args.profile_steps):
             trainer._tokens(s)

@@ -92,3 +92,39 @@ def test_the_cache_returns_what_was_put_and_turns_off_when_too_large():
     small = TokenCache(10, max_bytes=10 * 5 * 4 - 1)  # one byte short of 10 rows of 5 int32 tokens
     small.put(torch.tensor([0, 1, 2]), tokens, torch.tensor([0, 0, 0]))
     assert not small.enabled and small.table_NL is None
+
+
+def test_runs_of_one_process_share_the_cache_of_one_tokenizer_on_one_dataset(tmp_path):
+    """Two raster runs (seeds 0 and 1) on one in-memory dataset with one tokenizer: the second starts
+    with every token the first encoded and still has the losses of a run without the cache; another
+    tokenizer's weights get another cache."""
+    from genorder.data import ImageDataset, DatasetConfig
+    from genorder.trainer_token_cache import cache_for
+
+    class _Mem(ImageDataset):
+        def __init__(self) -> None:
+            super().__init__(DatasetConfig())
+            images, labels = render_shapes(20, 16, seed=3)
+            self._set_data(images[:, :1].contiguous(), labels, [f"c{i}" for i in range(int(labels.max()) + 1)])
+
+    def run(seed: int, cache: bool, tok_seed: int = 0) -> Trainer:
+        order = registry("orders").create("raster", {})
+        torch.manual_seed(tok_seed)
+        tok = registry("tokenizers").create("vq-tiny", {}).eval()
+        torch.manual_seed(seed)
+        model = build_model(order, tok, BackboneConfig(depth=1, width=32, heads=2), 4)
+        cfg = TrainConfig(batch_size=6, lr=3e-3, budget=Budget(steps=6), device="cpu", seed=seed, checkpoint_every=None)
+        tr = Trainer(order, tok, model, _Mem(), cfg, tmp_path / f"r{seed}{cache}{tok_seed}", {})
+        if not cache:
+            tr.token_cache = None
+        tr.fit()
+        return tr
+
+    first = run(0, True)
+    seen = int(first.token_cache.have_N.sum())
+    second = run(1, True)
+    assert second.token_cache is first.token_cache and int(second.token_cache.have_N.sum()) >= seen
+    assert [m["loss"] for m in second.history] == [m["loss"] for m in run(1, False).history]
+    other = run(1, True, tok_seed=1)
+    assert other.token_cache is not first.token_cache
+    assert cache_for(other.tokenizer, _Shapes()) is not cache_for(other.tokenizer, _Shapes())  # not an ImageDataset: per run
