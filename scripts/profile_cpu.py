@@ -177,8 +177,10 @@ def profile_order(order_name: str, dataset, args) -> dict:
     sampler = make_sampler({}, cfg=args.cfg, top_k=0)
     step = {"s": 0}
 
+    losses: list[float] = []
+
     def train_once():
-        trainer.train_step(step["s"], step["s"] / trainer.cfg.budget.steps)
+        losses.append(trainer.train_step(step["s"], step["s"] / trainer.cfg.budget.steps)["loss"])
         step["s"] += 1
 
     row: dict = {"order": order_name, "tokenizer": PRESETS[order.tokenizer_kind], "seq_len": model.seq_len,
@@ -204,7 +206,7 @@ def profile_order(order_name: str, dataset, args) -> dict:
         row.update({"train_ms_per_step": train_ms, "train_rounds_ms": train_rounds,
                     "train_phases_ms": phase_shares(prof, wall, args.profile_steps), "train_profiled_wall_ms": wall,
                     "train_top_ops": top_ops(prof, args.top, args.profile_steps),
-                    "train_losses": [m["loss"] for m in trainer.history]})  # fmt: skip
+                    "train_losses": losses})  # fmt: skip
     if "sample" not in args.parts:
         return row
 
