@@ -2,7 +2,7 @@
 
     python scripts/profile_cpu.py --json profile.json                    # next-scale, raster, maskgit
     python scripts/profile_cpu.py --orders raster --repeats 3 --json p.json
-    python scripts/profile_cpu.py --summarize a.json b.json --json docs/results/profile-cpu.json
+    python scripts/profile_cpu.py --summarize a.json b.json --json benchmarks/profile-cpu.json
 
 What it times is what the main job (`genorder compare`, docs/RESULTS.md §0.0) runs: the shared
 `Trainer.train_step` (batch of 64 Fashion-MNIST images -> tokenizer encode -> the order's training
