@@ -1,6 +1,6 @@
 """One order-agnostic trainer (VAR's recipe as the default, VAR_SPEC §3).
 
-Per step: a batch of images -> tokenizer tokens (no grad) -> `order.training_batch` -> label dropout
+Per step: a batch of images -> tokenizer tokens (no grad; on a CPU each image once, `genorder.trainer_token_cache`) -> `order.training_batch` -> label dropout
 to the null class (CFG) -> `model(inputs, labels)` -> uniform per-token cross-entropy over the
 targets -> AdamW step with grad clipping. The learning rate follows VAR's warmup + flat + linear
 decay, expressed as a function of the budget's progress so it works for any kind of budget.
