@@ -45,13 +45,19 @@ def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
 def categorical(logits: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     """(..., V) logits -> (...) int64 draws from softmax(logits).
 
-    The exponential race argmax(p / q), q ~ Exp(1): the draw `torch.multinomial(p, 1)` makes
-    internally, on the same generator stream, minus its two host-side validity checks, so a
-    generation loop never waits for the device."""
+    Inverse-CDF sampling: one uniform u in (0, 1] per row, and the draw is the first token whose
+    cumulative probability reaches u times the row's total (`torch.searchsorted` on the cumsum).
+    One random number per row instead of V (the exponential race `torch.multinomial` makes draws
+    an Exp(1) per token, the larger part of a CPU sampling step: docs/RESULTS.md, "Profile of the
+    CPU regime"), and no host-side check, so a generation loop never waits for the device. A token
+    of probability 0 (a filtered logit of -inf) is never drawn: its cumulative sum equals the
+    previous token's, and u times the total is > 0 and <= the last cumulative sum. The same
+    generator stream gives the same draws on one device type."""
     probs = logits.float().softmax(dim=-1)
-    flat_NV = probs.reshape(-1, probs.shape[-1])
-    q_NV = torch.empty_like(flat_NV).exponential_(1, generator=generator)
-    return (flat_NV / q_NV).argmax(dim=-1).reshape(probs.shape[:-1])
+    cum_NV = probs.reshape(-1, probs.shape[-1]).cumsum(dim=-1)  # non-decreasing along V
+    u_N1 = 1.0 - torch.rand(cum_NV.shape[0], 1, generator=generator, device=cum_NV.device)  # (0, 1]
+    idx_N = torch.searchsorted(cum_NV, u_N1 * cum_NV[:, -1:]).squeeze(-1)
+    return idx_N.clamp_(max=probs.shape[-1] - 1).reshape(probs.shape[:-1])
 
 
 def gumbel(shape: torch.Size | tuple[int, ...], generator: torch.Generator | None, device) -> torch.Tensor:
