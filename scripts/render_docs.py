@@ -244,7 +244,27 @@ def readme_scaling(_: str) -> str:
             f"(disjoint intervals) and not separated from raster's.\n")  # fmt: skip
 
 
+def _profile_cell(summary: dict, key: str) -> str:
+    if key not in summary:
+        return ""
+    v = summary[key]
+    return f"{v['median']:.1f} ({', '.join(f'{r:.1f}' for r in v['runs'])})"
+
+
+def profile_cpu(_: str) -> str:
+    """RESULTS §0.5's two tables, from benchmarks/profile-cpu.json (`scripts/profile_cpu.py --summarize`)."""
+    summary = json.loads((ROOT / "benchmarks" / "profile-cpu.json").read_text())["summary"]
+    orders = list(dict.fromkeys(k.split("/")[1] for k in summary))
+    train = [[ORDER_NAMES.get(o, o), "train ms/step", *(_profile_cell(summary, f"{lab}/{o}/train_ms_per_step")
+                                                     for lab in ("before", "after-cold", "after-warm"))] for o in orders]  # fmt: skip
+    sample = [[ORDER_NAMES.get(o, o), "sample ms/image", *(_profile_cell(summary, f"{lab}/{o}/sample_ms_per_image")
+                                                        for lab in ("before", "after-categorical"))] for o in orders]  # fmt: skip
+    return (_table(["order", "figure", "before", "after, cache empty (first epoch)", "after, batch cached"], train) + "\n"
+            + _table(["order", "figure", "before", "after (inverse-CDF draws)"], sample))
+
+
 RENDERERS: dict[str, Callable[[str], str]] = {
+    "profile-cpu": profile_cpu,
     "determinism": determinism, "compare-table": compare_table, "compare-points": compare_points,
     "readme-compare": readme_compare, "ablation-plateau": ablation_plateau, "ablation-table": ablation_table,
     "ablation-reading": ablation_reading, "readme-ablation": readme_ablation, "scaling-points": scaling_points,

@@ -68,14 +68,17 @@ def test_batched_fd_equals_the_metrics_formula():
 
 def test_precision_recall_and_floor_at_the_same_n():
     clf = _clf()
-    train, _ = render_shapes(1200, 16, seed=1)
+    train, train_labels = render_shapes(1200, 16, seed=1)
     test, _ = render_shapes(1000, 16, seed=2)
     real_MD = classifier_features(clf, test)
-    floor = classifier_floor(clf, train, real_MD, n=1000)
+    floor = classifier_floor(clf, train, real_MD, n=1000, labels=train_labels)
     assert floor["n"] == 1000 and floor["ref_n"] == 1000
-    assert floor == classifier_floor(clf, train, real_MD, n=1000)  # deterministic
-    direct = classifier_metrics(classifier_features(clf, train[:1000]), real_MD)
-    assert direct == floor  # the floor is train[:n], scored like generated images
+    assert floor == classifier_floor(clf, train, real_MD, n=1000, labels=train_labels)  # deterministic
+    from genorder.subsets import balanced_subset
+
+    picked = balanced_subset(train_labels, 1000)  # a seeded class-balanced n, not train[:n]
+    direct = classifier_metrics(classifier_features(clf, train[picked]), real_MD)
+    assert direct == floor  # scored like generated images
     # a set unlike the reference (inverted colours): farther than the floor, lower precision
     off = classifier_metrics(classifier_features(clf, 255 - train[:1000]), real_MD)
     assert off["fd"] > 5 * floor["fd"]

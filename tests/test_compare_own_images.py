@@ -51,7 +51,7 @@ def test_the_held_out_loss_subsets_are_class_balanced_on_a_class_sorted_folder(t
 TINY = ["--tokenizer", "msvq-tiny,vq-tiny", "--tokenizer-steps", "2", "--depth", "1", "--steps", "2",
         "--batch-size", "8", "--points", "1", "--n", "5", "--ref-n", "10", "--seeds", "0", "--extractor",
         "genorder-tiny-random", "--fid-cache", "fid", "--per-class", "1", "--workers", "1", "--threads", "1",
-        "--device", "cpu", "--image-size", "16", "--orders", "raster"]  # fmt: skip
+        "--device", "cpu", "--image-size", "16", "--orders", "raster", "--final-n", "10", "--fid-n", "5"]  # fmt: skip
 
 
 def test_compare_on_a_folder_holds_out_a_split_and_scores_at_the_trained_size(tmp_path):
