@@ -61,7 +61,9 @@ def main(argv: list[str] | None = None) -> int:
         new_bytes = stripped.read_bytes()
     diff = differences(json.loads(old_bytes), new_doc)
     record = {
-        "command": args.command, "date": datetime.date.today().isoformat(), "cpu": cpu_model(),
+        "command": " ".join(["python", *sys.argv]), "compared_command": args.command,
+        "date": datetime.date.today().isoformat(), "cpu_model": cpu_model(),
+        "note": "results are deterministic on one machine and may differ across CPU models: both ran on this one",
         "old_commit": args.old_commit, "new_commit": args.new_commit,
         "old_sha256": hashlib.sha256(old_bytes).hexdigest(), "new_sha256": hashlib.sha256(new_bytes).hexdigest(),
         "new_extra_key": "regime" if regime is not None else None,

@@ -122,7 +122,7 @@ def main() -> int:
     result = {
         "command": " ".join(["python", *sys.argv]),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "cpu": cpu_model(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "cpu_model": cpu_model(), "torch": torch.__version__, "threads": torch.get_num_threads(),
         "note": "deterministic on one machine; may differ across CPU models",
         "run": str(chosen), "order": run.order_name, "dataset": dataset,
         "classifier": {"path": clf_info["path"], "test_accuracy": clf_info["test_accuracy"]},
