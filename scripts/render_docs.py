@@ -263,7 +263,18 @@ def profile_cpu(_: str) -> str:
             + _table(["order", "figure", "before", "after (inverse-CDF draws)"], sample))
 
 
+def refactor_identity(_: str) -> str:
+    """Issue 21's byte identity of the default main job, from refactor-identity.json."""
+    r = load("refactor-identity")
+    same = "the same file, byte for byte" if r["equal"] else f"different at {', '.join(r['differences'][:5])}"
+    return (f"`{r['compared_command']}` at commit {r['old_commit']} (compare in the CLI) and at {r['new_commit']} "
+            f"(compare as library code; its one added key, `{r['new_extra_key']}`, removed): {same}; sha256 "
+            f"`{r['old_sha256']}` and `{r['new_sha256']}` ({r['date']}, {r['cpu_model']}; "
+            "`python scripts/refactor_identity.py OLD/comparison.json NEW/comparison.json ...`).\n")
+
+
 RENDERERS: dict[str, Callable[[str], str]] = {
+    "refactor-identity": refactor_identity,
     "profile-cpu": profile_cpu,
     "determinism": determinism, "compare-table": compare_table, "compare-points": compare_points,
     "readme-compare": readme_compare, "ablation-plateau": ablation_plateau, "ablation-table": ablation_table,
