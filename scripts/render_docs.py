@@ -273,7 +273,25 @@ def refactor_identity(_: str) -> str:
             "`python scripts/refactor_identity.py OLD/comparison.json NEW/comparison.json ...`).\n")
 
 
+def stats_validation(_: str) -> str:
+    """Issue 22's A/A and planted-effect checks on a CPU-regime run, from stats-validation-cpu.json."""
+    r = load("stats-validation-cpu")
+    aa, pl = r["aa"], r["planted"]
+    rows = [[f"A/A, {m}", f"{v['covered']}/{aa['pairs']} pairs cover 0", f"{v['false_positive_rate']:.3f}",
+             f"{aa['nominal_rate']:.2f} ± {aa['binomial_se']:.3f}"] for m, v in aa["metrics"].items()]  # fmt: skip
+    for m in ("class_acc", "classifier_fd"):
+        c = pl[m]
+        d = c["diff"]
+        rows.append([f"planted ({pl['a']} vs {pl['b']}), {m}", f"{d['estimate']:+.4g} [{d['lo']:+.4g}, {d['hi']:+.4g}]",
+                     c["verdict"], f"MDD {c['mdd']:.3g}"])  # fmt: skip
+    head = (f"Run {r['order']} ({r['dataset']}), {aa['seeds_per_arm']} seed sets of {aa['per_seed']} samples per arm "
+            f"from a pool of {aa['pool']}; planted: {pl['seeds']} seeds x {pl['per_seed']} samples per arm "
+            f"({r['date'][:10]}, {r['cpu_model']}, `{r['command'].split(' /')[0]} ...`).\n\n")
+    return head + _table(["check", "result", "rate / verdict", "nominal / MDD"], rows)
+
+
 RENDERERS: dict[str, Callable[[str], str]] = {
+    "stats-validation": stats_validation,
     "refactor-identity": refactor_identity,
     "profile-cpu": profile_cpu,
     "determinism": determinism, "compare-table": compare_table, "compare-points": compare_points,

@@ -101,7 +101,7 @@ def main() -> int:
         dataset = args.dataset or ((run.meta.get("identity") or {}).get("dataset") or {}).get("spec") or run.meta.get("dataset")
         if not dataset:
             raise UserError(f"{chosen}: the run does not record its dataset; pass --dataset")
-        clf, clf_info = load_or_train_classifier(dataset, cache_root=args.classifier_cache)
+        clf, clf_info = load_or_train_classifier(dataset, cache_root=args.classifier_cache, image_size=run.tokenizer.image_size)
         test = load_dataset(dataset, "test", image_size=run.tokenizer.image_size, channels=run.tokenizer.channels)
         real = FrechetToReference(classifier_features(clf, test.images))
         K = run.model.num_classes
