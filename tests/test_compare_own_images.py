@@ -9,27 +9,15 @@ from collections import Counter
 
 import pytest
 import torch
-from helpers import one_thread
+from test_compare import _in_tmp, invoke  # noqa: F401 - _in_tmp: compare's autouse fixture (a tmp cwd, one thread)
 from test_subsets import K, class_sorted_folder, ids
-from typer.testing import CliRunner
-
-from genorder_cli.app import console
-from genorder_cli.main import app
 
 pytest.importorskip("torch_fidelity")
 
 
 @pytest.fixture(autouse=True)
-def _in_tmp(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(console, "width", 200)
+def _no_holdout_env(monkeypatch):
     monkeypatch.delenv("GENORDER_HOLDOUT", raising=False)
-    with one_thread():
-        yield
-
-
-def invoke(*args: str):
-    return CliRunner().invoke(app, list(args), terminal_width=200)
 
 
 def test_the_held_out_loss_subsets_are_class_balanced_on_a_class_sorted_folder(tmp_path):

@@ -8,24 +8,13 @@ import json
 
 import pytest
 import torch
-from helpers import one_thread
-from test_compare import invoke, shapes_npz, tiny
+from test_compare import _in_tmp, invoke, shapes_npz, tiny  # noqa: F401 - _in_tmp: compare's autouse fixture
 
 from genorder.errors import UserError
 from genorder.experiments import compare_paired as cp
 from genorder.paired import paired_design
 
 pytest.importorskip("torch_fidelity")
-
-
-@pytest.fixture(autouse=True)
-def _in_tmp(tmp_path, monkeypatch):
-    from genorder_cli.app import console
-
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(console, "width", 200)
-    with one_thread():
-        yield
 
 
 def test_every_order_and_seed_is_scored_on_the_same_design_and_compared_pair_by_pair(tmp_path):
